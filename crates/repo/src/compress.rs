@@ -1,0 +1,60 @@
+//! zstd per blob, skipped when it would not pay.
+
+/// Compressed output must be at most this share of the input, else the blob is stored raw.
+const KEEP_RATIO_PERCENT: usize = 97;
+/// Large chunks are first probed with a sample this long; random data skips zstd entirely.
+const SAMPLE_BYTES: usize = 64 * 1024;
+
+/// Reusable per-thread compressor.
+pub struct Compressor {
+    inner: zstd::bulk::Compressor<'static>,
+}
+
+impl Compressor {
+    /// A compressor at `level` (1..=19; 3 is the default).
+    pub fn new(level: i32) -> Self {
+        Compressor { inner: zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1..=22") }
+    }
+
+    /// Returns `Some(compressed)` when compression pays, `None` to store raw.
+    pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        if data.len() < 64 {
+            return None;
+        }
+        if data.len() > 4 * SAMPLE_BYTES {
+            let sample = self.inner.compress(&data[..SAMPLE_BYTES]).ok()?;
+            if sample.len() * 100 > SAMPLE_BYTES * KEEP_RATIO_PERCENT {
+                return None;
+            }
+        }
+        let out = self.inner.compress(data).ok()?;
+        (out.len() * 100 <= data.len() * KEEP_RATIO_PERCENT).then_some(out)
+    }
+}
+
+/// Decompresses a blob whose raw length is known from the index.
+pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?;
+    if out.len() != raw_len {
+        return Err(format!("decompressed to {} bytes, index says {raw_len}", out.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    #[test]
+    fn compressible_is_compressed_random_is_not() {
+        let mut c = Compressor::new(3);
+        let text = b"lifeboat ".repeat(100_000);
+        let z = c.compress(&text).expect("text compresses");
+        assert_eq!(decompress(&z, text.len()).unwrap(), text);
+        let mut rnd = vec![0u8; 1 << 20];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        assert!(c.compress(&rnd).is_none());
+        assert!(decompress(&z, text.len() - 1).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! Index files (which blob is where) and the compact in-memory index built from them.
+//!
+//! Index file plaintext: `"LBIX" ‖ u32 version ‖ u32 pack_count ‖ (pack_id[32] ‖ u32 n ‖
+//! entry[46]×n)*`, zstd-compressed, then sealed. The in-memory form is one sorted `Vec` of
+//! 52-byte entries plus a 32-byte id per pack: 52 bytes per blob, no per-entry allocation.
+
+use std::collections::HashMap;
+
+use lifeboat_types::{BlobId, IndexId, PackId};
+
+use crate::crypto::MasterKey;
+use crate::pack::{BlobKind, PackEntry, ENTRY_LEN};
+
+/// Index file format version.
+pub const INDEX_VERSION: u32 = 1;
+const MAGIC: &[u8; 4] = b"LBIX";
+const AAD: &[u8] = b"lifeboat index v1";
+/// Packs per index file before a new file is started (keeps files a few MiB).
+pub const MAX_PACKS_PER_INDEX_FILE: usize = 256;
+
+/// Object name of an index file.
+pub fn index_key(id: &IndexId) -> String {
+    format!("index/{}", id.to_hex())
+}
+
+/// The packs one index file describes.
+pub type IndexContents = Vec<(PackId, Vec<PackEntry>)>;
+
+/// Encodes and seals an index file; returns its id and stored bytes.
+pub fn encode_index(key: &MasterKey, packs: &[(PackId, Vec<PackEntry>)]) -> (IndexId, Vec<u8>) {
+    let blobs: usize = packs.iter().map(|(_, e)| e.len()).sum();
+    let mut plain = Vec::with_capacity(12 + packs.len() * 36 + blobs * ENTRY_LEN);
+    plain.extend_from_slice(MAGIC);
+    plain.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    plain.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for (id, entries) in packs {
+        plain.extend_from_slice(&id.0);
+        plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            e.encode(&mut plain);
+        }
+    }
+    let compressed = zstd::bulk::compress(&plain, 3).expect("zstd compresses any input");
+    let stored = key.seal(&compressed, AAD);
+    (IndexId(*blake3::hash(&stored).as_bytes()), stored)
+}
+
+/// Opens and decodes an index file; errors say what failed.
+pub fn decode_index(key: &MasterKey, stored: &[u8]) -> Result<IndexContents, String> {
+    let compressed = key.open(stored, AAD).map_err(|e| e.to_string())?;
+    let plain = zstd::stream::decode_all(&compressed[..]).map_err(|e| format!("zstd: {e}"))?;
+    if plain.len() < 12 || &plain[..4] != MAGIC {
+        return Err("bad index magic".into());
+    }
+    let u = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+    let version = u(&plain[4..8]);
+    if version != INDEX_VERSION {
+        return Err(format!("index format version {version} is not supported"));
+    }
+    let count = u(&plain[8..12]) as usize;
+    let mut pos = 12;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let head = plain.get(pos..pos + 36).ok_or("index truncated")?;
+        let id = PackId(head[..32].try_into().expect("32 bytes"));
+        let n = u(&head[32..36]) as usize;
+        pos += 36;
+        let body = plain.get(pos..pos + n * ENTRY_LEN).ok_or("index truncated")?;
+        let entries = body
+            .chunks_exact(ENTRY_LEN)
+            .map(|b| PackEntry::decode(b).ok_or("malformed index entry"))
+            .collect::<Result<Vec<_>, _>>()?;
+        pos += n * ENTRY_LEN;
+        out.push((id, entries));
+    }
+    if pos != plain.len() {
+        return Err("trailing bytes after the last pack".into());
+    }
+    Ok(out)
+}
+
+/// Location of one blob, as held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Pack holding the blob.
+    pub pack: PackId,
+    /// The pack entry.
+    pub entry: PackEntry,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: BlobId,
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_len: u32,
+    kind: BlobKind,
+    compressed: bool,
+}
+
+/// Every indexed blob, sorted by id for binary search.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<PackId>,
+    pack_pos: HashMap<PackId, u32>,
+    slots: Vec<Slot>,
+    sorted: bool,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a pack's entries; call [`Index::finalize`] before lookups.
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            (self.packs.len() - 1) as u32
+        });
+        self.slots.extend(entries.iter().map(|e| Slot {
+            id: e.id,
+            pack: pos,
+            offset: e.offset,
+            length: e.length,
+            raw_len: e.raw_len,
+            kind: e.kind,
+            compressed: e.compressed,
+        }));
+        self.sorted = false;
+    }
+
+    /// Sorts and drops exact duplicates (the same pack listed by two index files).
+    pub fn finalize(&mut self) {
+        self.slots.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+        self.slots.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
+        self.slots.shrink_to_fit();
+        self.sorted = true;
+    }
+
+    fn range(&self, id: &BlobId) -> &[Slot] {
+        debug_assert!(self.sorted, "Index::finalize must run before lookups");
+        let lo = self.slots.partition_point(|s| s.id < *id);
+        let hi = lo + self.slots[lo..].partition_point(|s| s.id == *id);
+        &self.slots[lo..hi]
+    }
+
+    /// Where a blob is (the first copy if several packs hold it).
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.range(id).first().map(|s| self.location(s))
+    }
+
+    /// Every copy of a blob.
+    pub fn get_all(&self, id: &BlobId) -> Vec<BlobLocation> {
+        self.range(id).iter().map(|s| self.location(s)).collect()
+    }
+
+    /// True if any pack holds the blob.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        !self.range(id).is_empty()
+    }
+
+    fn location(&self, s: &Slot) -> BlobLocation {
+        BlobLocation {
+            pack: self.packs[s.pack as usize],
+            entry: PackEntry {
+                kind: s.kind,
+                compressed: s.compressed,
+                id: s.id,
+                offset: s.offset,
+                length: s.length,
+                raw_len: s.raw_len,
+            },
+        }
+    }
+
+    /// Number of blob entries.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No blobs.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every indexed pack.
+    pub fn packs(&self) -> &[PackId] {
+        &self.packs
+    }
+
+    /// True if the pack is indexed.
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.pack_pos.contains_key(id)
+    }
+
+    /// Entries grouped by pack, in pack order (for check and repair).
+    pub fn entries_by_pack(&self) -> HashMap<PackId, Vec<PackEntry>> {
+        let mut out: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+        for s in &self.slots {
+            let loc = self.location(s);
+            out.entry(loc.pack).or_default().push(loc.entry);
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|e| e.offset);
+        }
+        out
+    }
+
+    /// Bytes held per blob in memory (reported in docs and `stats`).
+    pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Slot>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u8) -> PackEntry {
+        PackEntry {
+            kind: BlobKind::Data,
+            compressed: i % 2 == 0,
+            id: BlobId([i; 32]),
+            offset: i as u32 * 10,
+            length: 10,
+            raw_len: 20,
+        }
+    }
+
+    #[test]
+    fn index_file_round_trip_and_lookup() {
+        let key = MasterKey::generate();
+        let packs = vec![(PackId([1; 32]), vec![entry(3), entry(1)]), (PackId([2; 32]), vec![entry(2)])];
+        let (id, stored) = encode_index(&key, &packs);
+        assert_eq!(id, IndexId(*blake3::hash(&stored).as_bytes()));
+        let back = decode_index(&key, &stored).unwrap();
+        assert_eq!(back, packs);
+        let mut bad = stored.clone();
+        bad[30] ^= 1;
+        assert!(decode_index(&key, &bad).is_err());
+
+        let mut idx = Index::new();
+        for (p, e) in &back {
+            idx.add_pack(*p, e);
+        }
+        idx.add_pack(PackId([1; 32]), &packs[0].1); // duplicate listing
+        idx.finalize();
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.get(&BlobId([2; 32])).unwrap().pack, PackId([2; 32]));
+        assert_eq!(idx.get(&BlobId([3; 32])).unwrap().entry, entry(3));
+        assert!(!idx.contains(&BlobId([9; 32])));
+        assert_eq!(Index::BYTES_PER_BLOB, 52);
+    }
+}

@@ -1,0 +1,56 @@
+//! Lifeboat's backup repository: an encrypted, deduplicated, content-addressed store of
+//! snapshots on any [`lifeboat_store::Store`].
+//!
+//! Write order makes every state after a crash consistent: packs, then the index naming them,
+//! then the snapshot naming the trees. Nothing is ever overwritten, so concurrent backups need
+//! no lock. The byte format is specified in `docs/repository-format.md`.
+//!
+//! ```no_run
+//! # fn main() -> lifeboat_repo::Result<()> {
+//! let rt = tokio::runtime::Runtime::new().unwrap();
+//! let store = lifeboat_store::Store::open("/tmp/repo", &Default::default())?;
+//! let repo = lifeboat_repo::Repository::init(store, rt.handle().clone(), b"pw", Default::default())?;
+//! let opts = lifeboat_repo::BackupOptions::new(vec!["/etc".into()]);
+//! let done = lifeboat_repo::backup::run(&repo, &opts, &lifeboat_repo::progress::NoProgress)?;
+//! println!("snapshot {}", done.id);
+//! # Ok(()) }
+//! ```
+
+pub mod backup;
+pub mod check;
+pub mod chunker;
+pub mod compress;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod snapshot;
+pub mod tree;
+mod walk;
+
+pub use backup::BackupOptions;
+pub use error::{Error, Result};
+pub use repository::{InitOptions, Repository};
+pub use restore::RestoreOptions;
+
+/// This machine's host name (for snapshots and key slots).
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The current user's name.
+pub fn user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}

@@ -1,0 +1,134 @@
+//! Identifier and unit types shared by every Lifeboat crate.
+//!
+//! Distinct id types keep a pack id from being passed where a blob id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A hex id could not be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid id {input:?}: expected 64 hex characters")]
+pub struct ParseIdError {
+    /// The rejected input.
+    pub input: String,
+}
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Full lower-case hex form, as used in object names.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
+
+            /// First 8 hex characters, the form shown to humans.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0[..4])
+            }
+
+            /// Raw bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError { input: s.to_owned() })?;
+                Ok(Self(out))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Keyed BLAKE3 of a blob's plaintext; keyed so an id cannot confirm guessed content.
+    BlobId
+);
+id_type!(
+    /// BLAKE3 of a pack file's bytes as stored; doubles as its object name.
+    PackId
+);
+id_type!(
+    /// Random id of a snapshot object.
+    SnapshotId
+);
+id_type!(
+    /// BLAKE3 of an index file's bytes as stored.
+    IndexId
+);
+id_type!(
+    /// Random id of a key slot.
+    KeyId
+);
+
+/// Formats a byte count with binary units, for humans.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trips_through_hex_and_json() {
+        let id = BlobId([7u8; 32]);
+        let parsed: BlobId = id.to_hex().parse().unwrap();
+        assert_eq!(parsed, id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
+        assert!("zz".parse::<BlobId>().is_err());
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.00 GiB");
+    }
+}

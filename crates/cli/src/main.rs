@@ -1,1 +1,79 @@
-fn main() {}
+//! The `lifeboat` command-line tool.
+//!
+//! One file per command; errors become `anyhow` here and nowhere else, and are mapped to the
+//! documented exit codes in [`exit`].
+
+mod backup;
+mod check;
+mod common;
+mod exit;
+mod init;
+mod key;
+mod ls;
+mod progress;
+mod quickstart;
+mod repair;
+mod restore;
+mod snapshots;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Lifeboat: encrypted, deduplicated backups you can prove you can restore.
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: common::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a sample tree, back it up, restore it, verify it, and say what happened.
+    Quickstart(quickstart::Args),
+    /// Create a new repository.
+    Init(init::Args),
+    /// Back up files, directories, stdin or a command's output.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List files in a snapshot.
+    Ls(ls::Args),
+    /// Restore a snapshot (or parts of it) into a directory.
+    Restore(restore::Args),
+    /// Verify the repository's structure and, optionally, its data.
+    Check(check::Args),
+    /// Manage passwords and key files (key slots).
+    Key(key::Args),
+    /// Repair repository metadata.
+    Repair(repair::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_tracing(cli.global.verbose);
+    let result = match cli.command {
+        Command::Quickstart(a) => quickstart::run(&cli.global, a),
+        Command::Init(a) => init::run(&cli.global, a),
+        Command::Backup(a) => backup::run(&cli.global, a),
+        Command::Snapshots(a) => snapshots::run(&cli.global, a),
+        Command::Ls(a) => ls::run(&cli.global, a),
+        Command::Restore(a) => restore::run(&cli.global, a),
+        Command::Check(a) => check::run(&cli.global, a),
+        Command::Key(a) => key::run(&cli.global, a),
+        Command::Repair(a) => repair::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if exit::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            exit::for_error(&e)
+        }
+    }
+}

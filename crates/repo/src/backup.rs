@@ -78,7 +78,9 @@ impl BackupOptions {
             parent: None,
             force_full: false,
             stdin: None,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             interrupt: None,
         }
     }
@@ -145,7 +147,11 @@ impl Shared<'_> {
     }
 
     fn stopped(&self) -> bool {
-        if self.interrupt.as_ref().is_some_and(|i| i.load(Ordering::Relaxed)) {
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(|i| i.load(Ordering::Relaxed))
+        {
             self.fail(Error::Interrupted);
         }
         self.abort.load(Ordering::Relaxed)
@@ -172,7 +178,12 @@ impl Shared<'_> {
             let id = key.blob_id(chunk);
             ids.push(id);
             if self.claim(&id) {
-                blobs.send(NewBlob { id, data: chunk.to_vec() }).map_err(|_| ReadError::Aborted)?;
+                blobs
+                    .send(NewBlob {
+                        id,
+                        data: chunk.to_vec(),
+                    })
+                    .map_err(|_| ReadError::Aborted)?;
             }
             self.progress.advance(chunk.len() as u64);
             Ok(())
@@ -182,19 +193,27 @@ impl Shared<'_> {
     }
 
     /// Compress + seal one blob; returns a pack when the writer filled up.
-    fn seal_blob(&self, comp: &mut Compressor, kind: BlobKind, id: BlobId, data: Vec<u8>) -> (Vec<u8>, u32, bool) {
+    fn seal_blob(
+        &self,
+        comp: &mut Compressor,
+        kind: BlobKind,
+        id: BlobId,
+        data: Vec<u8>,
+    ) -> (Vec<u8>, u32, bool) {
         let raw_len = data.len() as u32;
         let (payload, compressed) = match comp.compress(&data) {
             Some(z) => (z, true),
             None => (data, false),
         };
         let sealed = self.repo.key().seal(&payload, &PackEntry::aad(kind, &id));
-        self.bytes_added.fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.bytes_added
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
         (sealed, raw_len, compressed)
     }
 
     fn add_data_blob(&self, comp: &mut Compressor, blob: NewBlob) -> Option<FinishedPack> {
-        let (sealed, raw_len, compressed) = self.seal_blob(comp, BlobKind::Data, blob.id, blob.data);
+        let (sealed, raw_len, compressed) =
+            self.seal_blob(comp, BlobKind::Data, blob.id, blob.data);
         self.data_blobs.fetch_add(1, Ordering::Relaxed);
         let full = {
             let mut w = self.data_pack.lock().expect("pack lock");
@@ -210,7 +229,11 @@ impl Shared<'_> {
             return;
         }
         let len = pack.bytes.len() as u64;
-        if let Err(e) = self.repo.block_on(self.repo.store().put(&pack_key(&pack.id), pack.bytes.into())) {
+        if let Err(e) = self.repo.block_on(
+            self.repo
+                .store()
+                .put(&pack_key(&pack.id), pack.bytes.into()),
+        ) {
             return self.fail(e.into());
         }
         self.bytes_stored.fetch_add(len, Ordering::Relaxed);
@@ -264,7 +287,8 @@ impl Walker<'_, '_> {
 
     fn excluded(&self, path: &Path) -> bool {
         !self.excludes.is_empty()
-            && (self.excludes.is_match(path) || path.file_name().is_some_and(|n| self.excludes.is_match(n)))
+            && (self.excludes.is_match(path)
+                || path.file_name().is_some_and(|n| self.excludes.is_match(n)))
     }
 
     /// The parent snapshot's tree for a child directory, if it had one.
@@ -273,14 +297,20 @@ impl Walker<'_, '_> {
         match self.shared.repo.read_tree(self.shared.index, &id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.warn(format!("cannot read parent tree {}: {e}; re-reading files below", id.short()));
+                self.warn(format!(
+                    "cannot read parent tree {}: {e}; re-reading files below",
+                    id.short()
+                ));
                 None
             }
         }
     }
 
     fn push_dir(&mut self, children: Vec<Child>, parent_subtree: Option<BlobId>) -> usize {
-        self.dirs.push(DirBuild { children, parent_subtree });
+        self.dirs.push(DirBuild {
+            children,
+            parent_subtree,
+        });
         self.dirs.len() - 1
     }
 
@@ -293,12 +323,18 @@ impl Walker<'_, '_> {
             let path = match entry {
                 VirtualEntry::Dir(_, p) | VirtualEntry::Source(p) => p,
             };
-            let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("cannot read source", path, e))?;
+            let md = std::fs::symlink_metadata(path)
+                .map_err(|e| Error::io("cannot read source", path, e))?;
             match entry {
-                VirtualEntry::Source(p) => self.add_entry(&mut children, name.clone(), p, md, parent)?,
+                VirtualEntry::Source(p) => {
+                    self.add_entry(&mut children, name.clone(), p, md, parent)?
+                }
                 VirtualEntry::Dir(sub, p) => {
                     if !md.is_dir() {
-                        return Err(Error::InvalidInput(format!("{} is not a directory", p.display())));
+                        return Err(Error::InvalidInput(format!(
+                            "{} is not a directory",
+                            p.display()
+                        )));
                     }
                     let node = node_from_metadata(name.clone(), NodeKind::Dir, &md);
                     let ptree = self.parent_child_tree(parent, name);
@@ -373,7 +409,9 @@ impl Walker<'_, '_> {
             NodeKind::File => {
                 self.summary.total_bytes += node.size;
                 let reusable = old.filter(|o| {
-                    !self.force_full && o.unchanged_file(&node) && o.content.iter().all(|b| self.shared.index.contains(b))
+                    !self.force_full
+                        && o.unchanged_file(&node)
+                        && o.content.iter().all(|b| self.shared.index.contains(b))
                 });
                 if let Some(o) = reusable {
                     node.content = o.content.clone();
@@ -389,8 +427,18 @@ impl Walker<'_, '_> {
                     let job = self.next_job;
                     self.next_job += 1;
                     self.jobs
-                        .send(FileJob { idx: job, path: path.to_path_buf() })
-                        .map_err(|_| self.shared.error.lock().expect("lock").take().unwrap_or(Error::Interrupted))?;
+                        .send(FileJob {
+                            idx: job,
+                            path: path.to_path_buf(),
+                        })
+                        .map_err(|_| {
+                            self.shared
+                                .error
+                                .lock()
+                                .expect("lock")
+                                .take()
+                                .unwrap_or(Error::Interrupted)
+                        })?;
                     children.push(Child::File { node, job });
                 }
             }
@@ -402,21 +450,33 @@ impl Walker<'_, '_> {
 fn build_globs(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(Glob::new(p).map_err(|e| Error::InvalidInput(format!("bad --exclude pattern {p:?}: {e}")))?);
+        b.add(
+            Glob::new(p)
+                .map_err(|e| Error::InvalidInput(format!("bad --exclude pattern {p:?}: {e}")))?,
+        );
     }
-    b.build().map_err(|e| Error::InvalidInput(format!("bad --exclude patterns: {e}")))
+    b.build()
+        .map_err(|e| Error::InvalidInput(format!("bad --exclude patterns: {e}")))
 }
 
 /// Opens a file for reading without updating its atime where the OS allows it.
 fn open_source(path: &Path) -> io::Result<File> {
-    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,
     }
 }
 
 /// Runs a backup and writes a snapshot; on any error or interrupt no snapshot is written.
-pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
+pub fn run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupResult> {
     let started = Instant::now();
     let time = Timestamp::now();
     let host = opts.host.clone().unwrap_or_else(crate::host_name);
@@ -428,12 +488,15 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
         Vec::new()
     } else {
         if opts.paths.is_empty() {
-            return Err(Error::InvalidInput("nothing to back up: give at least one path".into()));
+            return Err(Error::InvalidInput(
+                "nothing to back up: give at least one path".into(),
+            ));
         }
         let mut v = Vec::new();
         for p in &opts.paths {
             let abs = absolute(p).map_err(|e| Error::io("cannot resolve", p, e))?;
-            std::fs::symlink_metadata(&abs).map_err(|e| Error::io("cannot read source", &abs, e))?;
+            std::fs::symlink_metadata(&abs)
+                .map_err(|e| Error::io("cannot read source", &abs, e))?;
             v.push(abs);
         }
         v.sort();
@@ -450,7 +513,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
         Some((_, s)) => match repo.read_tree(&index, &s.tree) {
             Ok(t) => Some(t),
             Err(e) => {
-                warnings.push(format!("cannot read parent snapshot's tree: {e}; reading every file"));
+                warnings.push(format!(
+                    "cannot read parent snapshot's tree: {e}; reading every file"
+                ));
                 None
             }
         },
@@ -482,7 +547,11 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
     let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
     let (job_tx, job_rx) = bounded::<FileJob>(1024);
-    let (done_tx, done_rx) = unbounded::<(usize, PathBuf, std::result::Result<(Vec<BlobId>, u64), ReadError>)>();
+    let (done_tx, done_rx) = unbounded::<(
+        usize,
+        PathBuf,
+        std::result::Result<(Vec<BlobId>, u64), ReadError>,
+    )>();
 
     let outcome = std::thread::scope(|s| -> Result<(BlobId, Summary, Vec<String>)> {
         let shared = &shared;
@@ -545,12 +614,28 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
             warnings: Vec::new(),
         };
         let walked = match &opts.stdin {
-            Some((name, src)) => backup_stream(shared, &mut walker, name, src, params, &chunker_key, &blob_tx),
+            Some((name, src)) => backup_stream(
+                shared,
+                &mut walker,
+                name,
+                src,
+                params,
+                &chunker_key,
+                &blob_tx,
+            ),
             None => VirtualDir::from_paths(&sources)
                 .map_err(Error::InvalidInput)
                 .and_then(|v| walker.walk_virtual(&v, parent_tree.as_ref())),
         };
-        let Walker { dirs, next_job, mut summary, warnings: mut walk_warnings, .. } = walker; // drops job sender
+        let Walker {
+            dirs,
+            next_job,
+            mut summary,
+            warnings: mut walk_warnings,
+            jobs,
+            ..
+        } = walker;
+        drop(jobs); // readers finish once the queue drains
         drop(blob_tx);
 
         // Collect every file's blob list (readers finish when the job channel drains).
@@ -563,8 +648,12 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
                 Err(ReadError::Aborted) => {}
             }
         }
-        readers.into_iter().for_each(|h| h.join().expect("reader thread panicked"));
-        compressors.into_iter().for_each(|h| h.join().expect("compressor thread panicked"));
+        readers
+            .into_iter()
+            .for_each(|h| h.join().expect("reader thread panicked"));
+        compressors
+            .into_iter()
+            .for_each(|h| h.join().expect("compressor thread panicked"));
         let root_children = walked?;
         for (path, e) in paths_failed {
             summary.errors += 1;
@@ -574,18 +663,37 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
         }
         if shared.stopped() {
             drop(pack_tx);
-            uploaders.into_iter().for_each(|h| h.join().expect("uploader thread panicked"));
-            return Err(shared.error.lock().expect("lock").take().unwrap_or(Error::Interrupted));
+            uploaders
+                .into_iter()
+                .for_each(|h| h.join().expect("uploader thread panicked"));
+            return Err(shared
+                .error
+                .lock()
+                .expect("lock")
+                .take()
+                .unwrap_or(Error::Interrupted));
         }
-        let last = std::mem::replace(&mut *shared.data_pack.lock().expect("lock"), PackWriter::new(BlobKind::Data));
+        let last = std::mem::replace(
+            &mut *shared.data_pack.lock().expect("lock"),
+            PackWriter::new(BlobKind::Data),
+        );
         if !last.is_empty() {
             let mut last = last;
             let _ = pack_tx.send(last.finish(repo.key()));
         }
 
-        let root = build_trees(shared, dirs, root_children, &results, &mut summary, &pack_tx);
+        let root = build_trees(
+            shared,
+            dirs,
+            root_children,
+            &results,
+            &mut summary,
+            &pack_tx,
+        );
         drop(pack_tx);
-        uploaders.into_iter().for_each(|h| h.join().expect("uploader thread panicked"));
+        uploaders
+            .into_iter()
+            .for_each(|h| h.join().expect("uploader thread panicked"));
         if let Some(e) = shared.error.lock().expect("lock").take() {
             return Err(e);
         }
@@ -616,7 +724,11 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> 
         summary,
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupResult { id, snapshot, warnings })
+    Ok(BackupResult {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn find_parent(
@@ -632,7 +744,10 @@ fn find_parent(
         return repo.find_snapshot(&id.to_hex()).map(Some);
     }
     let (snaps, _) = repo.list_snapshots()?;
-    Ok(snaps.into_iter().rev().find(|(_, s)| s.host == host && s.paths == paths))
+    Ok(snaps
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == host && s.paths == paths))
 }
 
 /// Backs up a stream (stdin or a command's stdout) as a single file at the snapshot root.
@@ -646,34 +761,56 @@ fn backup_stream(
     blobs: &Sender<NewBlob>,
 ) -> Result<Vec<Child>> {
     if name.is_empty() || name.contains('/') {
-        return Err(Error::InvalidInput(format!("--stdin-filename {name:?} must be a plain file name")));
+        return Err(Error::InvalidInput(format!(
+            "--stdin-filename {name:?} must be a plain file name"
+        )));
     }
     let mut chunker = Chunker::new(params, chunker_key);
     let map_err = |e: ReadError, what: &str| match e {
         ReadError::Io(e) => Error::io("cannot read", what, e),
-        ReadError::Aborted => shared.error.lock().expect("lock").take().unwrap_or(Error::Interrupted),
+        ReadError::Aborted => shared
+            .error
+            .lock()
+            .expect("lock")
+            .take()
+            .unwrap_or(Error::Interrupted),
     };
     let (ids, size) = match src {
-        StdinSource::Stdin => shared.chunk_stream(&mut chunker, io::stdin().lock(), blobs).map_err(|e| map_err(e, "stdin"))?,
+        StdinSource::Stdin => shared
+            .chunk_stream(&mut chunker, io::stdin().lock(), blobs)
+            .map_err(|e| map_err(e, "stdin"))?,
         StdinSource::Command(argv) => {
-            let (prog, args) = argv.split_first().ok_or_else(|| Error::InvalidInput("no command given".into()))?;
+            let (prog, args) = argv
+                .split_first()
+                .ok_or_else(|| Error::InvalidInput("no command given".into()))?;
             let shown = argv.join(" ");
             let mut child = Command::new(prog)
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .spawn()
-                .map_err(|e| Error::CommandFailed { command: shown.clone(), status: format!("cannot start: {e}") })?;
+                .map_err(|e| Error::CommandFailed {
+                    command: shown.clone(),
+                    status: format!("cannot start: {e}"),
+                })?;
             let out = child.stdout.take().expect("stdout is piped");
             let r = shared.chunk_stream(&mut chunker, out, blobs);
             if r.is_err() {
                 let _ = child.kill();
             }
-            let status = child.wait().map_err(|e| Error::io("cannot wait for", prog, e))?;
+            let status = child
+                .wait()
+                .map_err(|e| Error::io("cannot wait for", prog, e))?;
             let r = r.map_err(|e| map_err(e, prog))?;
             if !status.success() {
-                shared.fail(Error::CommandFailed { command: shown.clone(), status: status.to_string() });
-                return Err(Error::CommandFailed { command: shown, status: status.to_string() });
+                shared.fail(Error::CommandFailed {
+                    command: shown.clone(),
+                    status: status.to_string(),
+                });
+                return Err(Error::CommandFailed {
+                    command: shown,
+                    status: status.to_string(),
+                });
             }
             r
         }
@@ -728,10 +865,15 @@ fn build_trees(
                 }
             }
         }
-        let bytes = Tree { version: TREE_VERSION, nodes }.encode();
+        let bytes = Tree {
+            version: TREE_VERSION,
+            nodes,
+        }
+        .encode();
         let id = shared.repo.key().blob_id(&bytes);
         if shared.claim(&id) {
-            let (sealed, raw_len, compressed) = shared.seal_blob(&mut comp, BlobKind::Tree, id, bytes);
+            let (sealed, raw_len, compressed) =
+                shared.seal_blob(&mut comp, BlobKind::Tree, id, bytes);
             shared.tree_blobs.fetch_add(1, Ordering::Relaxed);
             writer.add(id, &sealed, raw_len, compressed);
             if writer.len() >= shared.repo.config().pack_size_bytes as usize {

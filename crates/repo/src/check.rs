@@ -92,14 +92,24 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn add(&mut self, severity: Severity, object: String, message: String) -> usize {
-        self.report.findings.push(Finding { severity, object, message, snapshots: Vec::new() });
+        self.report.findings.push(Finding {
+            severity,
+            object,
+            message,
+            snapshots: Vec::new(),
+        });
         self.report.findings.len() - 1
     }
 }
 
 /// Runs a check.
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
-    let mut c = Checker { repo, report: CheckReport::default(), bad_blobs: HashMap::new(), bad_packs: HashMap::new() };
+    let mut c = Checker {
+        repo,
+        report: CheckReport::default(),
+        bad_blobs: HashMap::new(),
+        bad_packs: HashMap::new(),
+    };
 
     // Snapshots.
     let mut snaps: Vec<(SnapshotId, Snapshot)> = Vec::new();
@@ -107,7 +117,11 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         match r {
             Ok(s) => snaps.push((id, s)),
             Err(e) => {
-                c.add(Severity::Error, format!("snapshots/{id}"), format!("snapshot {} is unreadable: {e}", id.short()));
+                c.add(
+                    Severity::Error,
+                    format!("snapshots/{id}"),
+                    format!("snapshot {} is unreadable: {e}", id.short()),
+                );
             }
         }
     }
@@ -118,15 +132,27 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     let metas = repo.block_on(repo.store().list("index/"))?;
     let mut any_bad_index = false;
     for m in &metas {
-        let Some(id) = m.key.strip_prefix("index/").and_then(|k| k.parse::<IndexId>().ok()) else {
-            c.add(Severity::Warning, m.key.clone(), "unexpected object in index/".into());
+        let Some(id) = m
+            .key
+            .strip_prefix("index/")
+            .and_then(|k| k.parse::<IndexId>().ok())
+        else {
+            c.add(
+                Severity::Warning,
+                m.key.clone(),
+                "unexpected object in index/".into(),
+            );
             continue;
         };
         let key = index_key(&id);
         let bytes = repo.block_on(repo.store().get(&key))?;
         if IndexId(*blake3::hash(&bytes).as_bytes()) != id {
             any_bad_index = true;
-            c.add(Severity::Error, key.clone(), "index file content does not match its name (damaged)".into());
+            c.add(
+                Severity::Error,
+                key.clone(),
+                "index file content does not match its name (damaged)".into(),
+            );
         }
         match decode_index(repo.key(), &bytes) {
             Ok(packs) => {
@@ -137,7 +163,11 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             }
             Err(e) => {
                 any_bad_index = true;
-                c.add(Severity::Error, key, format!("index file is damaged: {e}; run `lifeboat repair index`"));
+                c.add(
+                    Severity::Error,
+                    key,
+                    format!("index file is damaged: {e}; run `lifeboat repair index`"),
+                );
             }
         }
     }
@@ -149,20 +179,36 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     let by_pack = index.entries_by_pack();
     for p in index.packs() {
         if !present.contains_key(p) {
-            let f = c.add(Severity::Error, pack_key(p), "pack is in the index but missing from the repository".into());
+            let f = c.add(
+                Severity::Error,
+                pack_key(p),
+                "pack is in the index but missing from the repository".into(),
+            );
             c.bad_packs.entry(*p).or_default().push(f);
         }
     }
-    let mut unindexed: Vec<(PackId, u64)> = present.iter().filter(|(p, _)| !index.has_pack(p)).map(|(p, s)| (*p, *s)).collect();
+    let mut unindexed: Vec<(PackId, u64)> = present
+        .iter()
+        .filter(|(p, _)| !index.has_pack(p))
+        .map(|(p, s)| (*p, *s))
+        .collect();
     unindexed.sort();
-    let to_read: Vec<(PackId, u64)> = present.iter().filter(|(p, _)| index.has_pack(p)).map(|(p, s)| (*p, *s)).collect();
+    let to_read: Vec<(PackId, u64)> = present
+        .iter()
+        .filter(|(p, _)| index.has_pack(p))
+        .map(|(p, s)| (*p, *s))
+        .collect();
     for (p, r) in repo.read_trailers(&to_read) {
         match r {
             Ok(entries) => {
                 let mut mine: Vec<PackEntry> = entries;
                 mine.sort_by_key(|e| e.offset);
                 if by_pack.get(&p).is_some_and(|v| *v != mine) {
-                    let f = c.add(Severity::Error, pack_key(&p), "pack trailer and index disagree".into());
+                    let f = c.add(
+                        Severity::Error,
+                        pack_key(&p),
+                        "pack trailer and index disagree".into(),
+                    );
                     c.bad_packs.entry(p).or_default().push(f);
                 }
             }
@@ -189,7 +235,11 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
                     );
                 }
                 Err(e) => {
-                    c.add(Severity::Warning, pack_key(&p), format!("unindexed pack is unreadable: {e}"));
+                    c.add(
+                        Severity::Warning,
+                        pack_key(&p),
+                        format!("unindexed pack is unreadable: {e}"),
+                    );
                 }
             }
         }
@@ -227,7 +277,12 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
 }
 
 /// Findings that make the tree `id` (or anything below it) unrestorable.
-fn tree_damage(c: &mut Checker<'_>, index: &Index, id: &BlobId, memo: &mut HashMap<BlobId, BTreeSet<usize>>) -> BTreeSet<usize> {
+fn tree_damage(
+    c: &mut Checker<'_>,
+    index: &Index,
+    id: &BlobId,
+    memo: &mut HashMap<BlobId, BTreeSet<usize>>,
+) -> BTreeSet<usize> {
     if let Some(d) = memo.get(id) {
         return d.clone();
     }
@@ -240,7 +295,11 @@ fn tree_damage(c: &mut Checker<'_>, index: &Index, id: &BlobId, memo: &mut HashM
                         NodeKind::Dir => match &node.subtree {
                             Some(sub) => damage.extend(tree_damage(c, index, sub, memo)),
                             None => {
-                                let f = c.add(Severity::Error, format!("tree {id}"), format!("directory {} has no subtree", node.name.display()));
+                                let f = c.add(
+                                    Severity::Error,
+                                    format!("tree {id}"),
+                                    format!("directory {} has no subtree", node.name.display()),
+                                );
                                 damage.insert(f);
                             }
                         },
@@ -272,7 +331,11 @@ fn blob_damage(c: &mut Checker<'_>, index: &Index, id: &BlobId, what: &str) -> B
     }
     let locs = index.get_all(id);
     if locs.is_empty() {
-        let f = c.add(Severity::Error, format!("{what} blob {id}"), format!("{what} blob {} is referenced but in no pack", id.short()));
+        let f = c.add(
+            Severity::Error,
+            format!("{what} blob {id}"),
+            format!("{what} blob {} is referenced but in no pack", id.short()),
+        );
         c.bad_blobs.insert(*id, vec![f]);
         return [f].into();
     }
@@ -280,7 +343,9 @@ fn blob_damage(c: &mut Checker<'_>, index: &Index, id: &BlobId, what: &str) -> B
     if locs.iter().any(|l| !c.bad_packs.contains_key(&l.pack)) {
         return BTreeSet::new();
     }
-    locs.iter().flat_map(|l| c.bad_packs[&l.pack].iter().copied()).collect()
+    locs.iter()
+        .flat_map(|l| c.bad_packs[&l.pack].iter().copied())
+        .collect()
 }
 
 /// Downloads packs and authenticates + re-hashes every blob in them.
@@ -293,17 +358,26 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
     type Problem = (PackId, Option<BlobId>, String, bool);
     let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     progress.add_total(packs.iter().map(|p| p.1).sum());
-    let threads = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((pack, size)) = packs.get(i) else { return };
+                let Some((pack, size)) = packs.get(i) else {
+                    return;
+                };
                 let key = pack_key(pack);
                 let data = match repo.block_on(repo.store().get(&key)) {
                     Ok(d) => d,
                     Err(e) => {
-                        problems.lock().expect("lock").push((*pack, None, format!("cannot read: {e}"), true));
+                        problems.lock().expect("lock").push((
+                            *pack,
+                            None,
+                            format!("cannot read: {e}"),
+                            true,
+                        ));
                         continue;
                     }
                 };
@@ -311,12 +385,18 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
                 progress.advance(*size);
                 if PackId(*blake3::hash(&data).as_bytes()) != *pack {
                     let msg = "pack content does not match its name (damaged)".to_string();
-                    problems.lock().expect("lock").push((*pack, None, msg, false));
+                    problems
+                        .lock()
+                        .expect("lock")
+                        .push((*pack, None, msg, false));
                 }
                 let entries = match parse_trailer(repo.key(), &data, data.len() as u64) {
                     Ok(e) => e,
                     Err(e) => {
-                        problems.lock().expect("lock").push((*pack, None, e.to_string(), true));
+                        problems
+                            .lock()
+                            .expect("lock")
+                            .push((*pack, None, e.to_string(), true));
                         continue;
                     }
                 };
@@ -326,14 +406,22 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
                         if repo.key().blob_id(&plain) == e.id {
                             Ok(())
                         } else {
-                            Err(Error::corrupt(&key, format!("blob {} does not match its id", e.id.short())))
+                            Err(Error::corrupt(
+                                &key,
+                                format!("blob {} does not match its id", e.id.short()),
+                            ))
                         }
                     });
                     match r {
                         Ok(()) => {
                             blobs.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(err) => problems.lock().expect("lock").push((*pack, Some(e.id), err.to_string(), false)),
+                        Err(err) => problems.lock().expect("lock").push((
+                            *pack,
+                            Some(e.id),
+                            err.to_string(),
+                            false,
+                        )),
                     }
                 }
             });

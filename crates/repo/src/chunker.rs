@@ -22,7 +22,11 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
+        ChunkerParams {
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -70,7 +74,14 @@ impl Chunker {
             gear_ls[i] = w << 1;
         }
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
-        Chunker { params, gear, gear_ls, mask_s, mask_l, buf: Vec::new() }
+        Chunker {
+            params,
+            gear,
+            gear_ls,
+            mask_s,
+            mask_l,
+            buf: Vec::new(),
+        }
     }
 
     /// Streams `r` and calls `f` with each chunk in order; returns the bytes read.
@@ -185,7 +196,11 @@ mod tests {
         shifted.extend_from_slice(&d[1000..]);
         let s = chunks(&mut Chunker::new(p, &[1; 32]), &shifted);
         let shared = s.iter().filter(|c| a.contains(c)).count();
-        assert!(shared + 2 >= a.len(), "only {shared} of {} chunks survived", a.len());
+        assert!(
+            shared + 2 >= a.len(),
+            "only {shared} of {} chunks survived",
+            a.len()
+        );
     }
 
     #[test]

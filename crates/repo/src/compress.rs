@@ -13,7 +13,9 @@ pub struct Compressor {
 impl Compressor {
     /// A compressor at `level` (1..=19; 3 is the default).
     pub fn new(level: i32) -> Self {
-        Compressor { inner: zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1..=22") }
+        Compressor {
+            inner: zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1..=22"),
+        }
     }
 
     /// Returns `Some(compressed)` when compression pays, `None` to store raw.
@@ -36,7 +38,10 @@ impl Compressor {
 pub fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?;
     if out.len() != raw_len {
-        return Err(format!("decompressed to {} bytes, index says {raw_len}", out.len()));
+        return Err(format!(
+            "decompressed to {} bytes, index says {raw_len}",
+            out.len()
+        ));
     }
     Ok(out)
 }

@@ -60,7 +60,10 @@ impl RepoConfig {
     /// Encodes and seals the config.
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
         let mut out = header(self.version).to_vec();
-        let sealed = key.seal(&serde_json::to_vec(self).expect("config serializes"), &aad(&out));
+        let sealed = key.seal(
+            &serde_json::to_vec(self).expect("config serializes"),
+            &aad(&out),
+        );
         out.extend_from_slice(&sealed);
         out
     }
@@ -68,7 +71,10 @@ impl RepoConfig {
     /// Reads the plaintext version word; fails early on unknown formats.
     pub fn peek_version(stored: &[u8]) -> Result<u32> {
         if stored.len() < 8 || &stored[..4] != MAGIC {
-            return Err(Error::corrupt(CONFIG_KEY, "not a lifeboat repository config (bad magic)"));
+            return Err(Error::corrupt(
+                CONFIG_KEY,
+                "not a lifeboat repository config (bad magic)",
+            ));
         }
         let version = u32::from_le_bytes(stored[4..8].try_into().expect("4 bytes"));
         if version != REPO_VERSION {
@@ -89,7 +95,9 @@ impl RepoConfig {
             .map_err(|_| Error::corrupt(CONFIG_KEY, "config failed authentication"))?;
         let cfg: RepoConfig = serde_json::from_slice(&plain)
             .map_err(|e| Error::corrupt(CONFIG_KEY, format!("config does not decode: {e}")))?;
-        cfg.chunker.validate().map_err(|e| Error::corrupt(CONFIG_KEY, e))?;
+        cfg.chunker
+            .validate()
+            .map_err(|e| Error::corrupt(CONFIG_KEY, e))?;
         Ok(cfg)
     }
 }

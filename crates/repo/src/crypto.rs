@@ -37,7 +37,10 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// A fresh random key for a new repository.
     pub fn generate() -> Self {
-        let mut k = MasterKey { encrypt: [0; 32], id: [0; 32] };
+        let mut k = MasterKey {
+            encrypt: [0; 32],
+            id: [0; 32],
+        };
         rand::rngs::OsRng.fill_bytes(&mut k.encrypt);
         rand::rngs::OsRng.fill_bytes(&mut k.id);
         k
@@ -55,7 +58,10 @@ impl MasterKey {
         if b.len() != 64 {
             return None;
         }
-        let mut k = MasterKey { encrypt: [0; 32], id: [0; 32] };
+        let mut k = MasterKey {
+            encrypt: [0; 32],
+            id: [0; 32],
+        };
         k.encrypt.copy_from_slice(&b[..32]);
         k.id.copy_from_slice(&b[32..]);
         Some(k)
@@ -102,7 +108,12 @@ pub(crate) fn open_with(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Result<Vec
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut out = body.to_vec();
     cipher
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut out, Tag::from_slice(tag))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            &mut out,
+            Tag::from_slice(tag),
+        )
         .map_err(|_| AuthError)?;
     Ok(out)
 }
@@ -121,7 +132,11 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert_eq!(k.open(&bad, b"aad"), Err(AuthError), "flip at {i} undetected");
+            assert_eq!(
+                k.open(&bad, b"aad"),
+                Err(AuthError),
+                "flip at {i} undetected"
+            );
         }
         assert_eq!(k.open(&sealed[..10], b"aad"), Err(AuthError));
         let other = MasterKey::generate();

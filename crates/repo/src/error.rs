@@ -111,11 +111,18 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 impl Error {
     /// Wraps an I/O error with the operation and path, for messages that say where.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// Shorthand for a corruption finding.
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt { object: object.into(), reason: reason.into() }
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
     }
 }

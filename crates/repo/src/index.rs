@@ -65,7 +65,9 @@ pub fn decode_index(key: &MasterKey, stored: &[u8]) -> Result<IndexContents, Str
         let id = PackId(head[..32].try_into().expect("32 bytes"));
         let n = u(&head[32..36]) as usize;
         pos += 36;
-        let body = plain.get(pos..pos + n * ENTRY_LEN).ok_or("index truncated")?;
+        let body = plain
+            .get(pos..pos + n * ENTRY_LEN)
+            .ok_or("index truncated")?;
         let entries = body
             .chunks_exact(ENTRY_LEN)
             .map(|b| PackEntry::decode(b).ok_or("malformed index entry"))
@@ -134,7 +136,8 @@ impl Index {
 
     /// Sorts and drops exact duplicates (the same pack listed by two index files).
     pub fn finalize(&mut self) {
-        self.slots.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+        self.slots
+            .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
         self.slots.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
         self.slots.shrink_to_fit();
         self.sorted = true;
@@ -231,7 +234,10 @@ mod tests {
     #[test]
     fn index_file_round_trip_and_lookup() {
         let key = MasterKey::generate();
-        let packs = vec![(PackId([1; 32]), vec![entry(3), entry(1)]), (PackId([2; 32]), vec![entry(2)])];
+        let packs = vec![
+            (PackId([1; 32]), vec![entry(3), entry(1)]),
+            (PackId([2; 32]), vec![entry(2)]),
+        ];
         let (id, stored) = encode_index(&key, &packs);
         assert_eq!(id, IndexId(*blake3::hash(&stored).as_bytes()));
         let back = decode_index(&key, &stored).unwrap();

@@ -28,14 +28,22 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes: about 0.3 s here, far beyond GPU-friendly budgets.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
 impl KdfParams {
     /// Cheap parameters for tests only (selected by `LIFEBOAT_INSECURE_TEST_KDF=1`).
     pub fn insecure_for_tests() -> Self {
-        KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     /// Defaults, or the cheap test parameters when the test env var is set.
@@ -84,7 +92,12 @@ pub struct KeySlot {
 
 impl KeySlot {
     /// Wraps `master` under `secret` (a password or a key file's bytes).
-    pub fn wrap(master: &MasterKey, secret: &[u8], params: KdfParams, label: &str) -> Result<(KeyId, KeySlot), String> {
+    pub fn wrap(
+        master: &MasterKey,
+        secret: &[u8],
+        params: KdfParams,
+        label: &str,
+    ) -> Result<(KeyId, KeySlot), String> {
         let mut salt = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let kek = params.derive(secret, &salt)?;
@@ -113,7 +126,9 @@ impl KeySlot {
         let salt = hex::decode(&self.salt).map_err(|_| "key slot salt is not hex".to_string())?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| "key slot is not hex".to_string())?;
         let kek = self.params.derive(secret, &salt)?;
-        Ok(open_with(&kek, &wrapped, KEY_AAD).ok().and_then(|b| MasterKey::from_bytes(&b)))
+        Ok(open_with(&kek, &wrapped, KEY_AAD)
+            .ok()
+            .and_then(|b| MasterKey::from_bytes(&b)))
     }
 }
 
@@ -125,7 +140,10 @@ mod tests {
     fn wrap_unwrap_with_right_and_wrong_secret() {
         let mk = MasterKey::generate();
         let (_, slot) = KeySlot::wrap(&mk, b"pw", KdfParams::insecure_for_tests(), "").unwrap();
-        let got = slot.unwrap_key(b"pw").unwrap().expect("right password opens");
+        let got = slot
+            .unwrap_key(b"pw")
+            .unwrap()
+            .expect("right password opens");
         assert_eq!(got.to_bytes(), mk.to_bytes());
         assert!(slot.unwrap_key(b"wrong").unwrap().is_none());
     }

@@ -27,6 +27,7 @@ pub mod index;
 pub mod keys;
 pub mod pack;
 pub mod progress;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;

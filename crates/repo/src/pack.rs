@@ -121,7 +121,11 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack for blobs of `kind`.
     pub fn new(kind: BlobKind) -> Self {
-        PackWriter { kind, buf: Vec::new(), entries: Vec::new() }
+        PackWriter {
+            kind,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// Bytes so far.
@@ -191,9 +195,15 @@ impl From<AuthError> for TrailerError {
 }
 
 /// Parses the trailer from the last bytes of a pack of total length `pack_len`.
-pub fn parse_trailer(key: &MasterKey, tail: &[u8], pack_len: u64) -> Result<Vec<PackEntry>, TrailerError> {
+pub fn parse_trailer(
+    key: &MasterKey,
+    tail: &[u8],
+    pack_len: u64,
+) -> Result<Vec<PackEntry>, TrailerError> {
     if tail.len() < FOOTER_LEN {
-        return Err(TrailerError::Malformed("pack shorter than its footer".into()));
+        return Err(TrailerError::Malformed(
+            "pack shorter than its footer".into(),
+        ));
     }
     let footer = &tail[tail.len() - FOOTER_LEN..];
     if &footer[8..12] != MAGIC {
@@ -206,25 +216,35 @@ pub fn parse_trailer(key: &MasterKey, tail: &[u8], pack_len: u64) -> Result<Vec<
     let sealed_len = u32::from_le_bytes(footer[0..4].try_into().expect("4 bytes")) as usize;
     let need = sealed_len + FOOTER_LEN;
     if need as u64 > pack_len {
-        return Err(TrailerError::Malformed(format!("trailer length {sealed_len} exceeds pack size")));
+        return Err(TrailerError::Malformed(format!(
+            "trailer length {sealed_len} exceeds pack size"
+        )));
     }
     if tail.len() < need {
         return Err(TrailerError::NeedMore(need));
     }
     let sealed = &tail[tail.len() - need..tail.len() - FOOTER_LEN];
     let plain = key.open(sealed, TRAILER_AAD)?;
-    let count = plain.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let count = plain
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
     let count = count.ok_or_else(|| TrailerError::Malformed("empty trailer".into()))?;
     if plain.len() != 4 + count * ENTRY_LEN {
-        return Err(TrailerError::Malformed("trailer length does not match its count".into()));
+        return Err(TrailerError::Malformed(
+            "trailer length does not match its count".into(),
+        ));
     }
     let data_end = pack_len - need as u64;
     plain[4..]
         .chunks_exact(ENTRY_LEN)
         .map(|b| {
-            let e = PackEntry::decode(b).ok_or_else(|| TrailerError::Malformed("bad entry".into()))?;
+            let e =
+                PackEntry::decode(b).ok_or_else(|| TrailerError::Malformed("bad entry".into()))?;
             if e.offset as u64 + e.length as u64 > data_end {
-                return Err(TrailerError::Malformed(format!("blob {} extends past the data area", e.id.short())));
+                return Err(TrailerError::Malformed(format!(
+                    "blob {} extends past the data area",
+                    e.id.short()
+                )));
             }
             Ok(e)
         })
@@ -252,16 +272,25 @@ mod tests {
         assert_eq!(got, p.entries);
         let e = got[3];
         let blob = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-        assert_eq!(key.open(blob, &PackEntry::aad(e.kind, &e.id)).unwrap(), vec![3u8; 103]);
+        assert_eq!(
+            key.open(blob, &PackEntry::aad(e.kind, &e.id)).unwrap(),
+            vec![3u8; 103]
+        );
         // Short tail asks for more.
         let tail = &p.bytes[p.bytes.len() - 20..];
-        assert!(matches!(parse_trailer(&key, tail, p.bytes.len() as u64), Err(TrailerError::NeedMore(_))));
+        assert!(matches!(
+            parse_trailer(&key, tail, p.bytes.len() as u64),
+            Err(TrailerError::NeedMore(_))
+        ));
         // Any flipped byte in trailer or footer is caught.
         let trailer_start = p.bytes.len() - FOOTER_LEN - (4 + 5 * ENTRY_LEN + 40);
         for i in trailer_start..p.bytes.len() {
             let mut bad = p.bytes.clone();
             bad[i] ^= 0x10;
-            assert!(parse_trailer(&key, &bad, bad.len() as u64).is_err(), "flip at {i}");
+            assert!(
+                parse_trailer(&key, &bad, bad.len() as u64).is_err(),
+                "flip at {i}"
+            );
         }
     }
 

@@ -67,7 +67,9 @@ impl Repository {
     /// Creates a new repository at `store`, protected by `secret`.
     pub fn init(store: Store, rt: Handle, secret: &[u8], opts: InitOptions) -> Result<Repository> {
         if rt.block_on(store.exists(CONFIG_KEY))? {
-            return Err(Error::AlreadyInitialized { location: store.location().to_owned() });
+            return Err(Error::AlreadyInitialized {
+                location: store.location().to_owned(),
+            });
         }
         let mut config = RepoConfig::generate();
         if let Some(c) = opts.chunker {
@@ -85,8 +87,13 @@ impl Repository {
             config.pack_size_bytes = p;
         }
         let key = MasterKey::generate();
-        let (key_id, slot) =
-            KeySlot::wrap(&key, secret, opts.kdf.unwrap_or_else(KdfParams::from_env), "initial").map_err(Error::Key)?;
+        let (key_id, slot) = KeySlot::wrap(
+            &key,
+            secret,
+            opts.kdf.unwrap_or_else(KdfParams::from_env),
+            "initial",
+        )
+        .map_err(Error::Key)?;
         let slot_bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         rt.block_on(store.put(&key_slot_key(&key_id), slot_bytes.into()))?;
         // The config goes last and only if absent: a concurrent init loses cleanly.
@@ -94,11 +101,19 @@ impl Repository {
             Ok(()) => {}
             Err(lifeboat_store::Error::AlreadyExists { .. }) => {
                 let _ = rt.block_on(store.delete(&key_slot_key(&key_id)));
-                return Err(Error::AlreadyInitialized { location: store.location().to_owned() });
+                return Err(Error::AlreadyInitialized {
+                    location: store.location().to_owned(),
+                });
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Repository { store, rt, key, key_id, config })
+        Ok(Repository {
+            store,
+            rt,
+            key,
+            key_id,
+            config,
+        })
     }
 
     /// Opens an existing repository with a password or key-file bytes.
@@ -106,7 +121,9 @@ impl Repository {
         let stored = match rt.block_on(store.get(CONFIG_KEY)) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                return Err(Error::NotInitialized { location: store.location().to_owned() })
+                return Err(Error::NotInitialized {
+                    location: store.location().to_owned(),
+                })
             }
             Err(e) => return Err(e.into()),
         };
@@ -122,10 +139,18 @@ impl Repository {
             }
             if let Some(key) = slot.unwrap_key(secret).map_err(Error::Key)? {
                 let config = RepoConfig::open(&key, &stored)?;
-                return Ok(Repository { store, rt, key, key_id: *key_id, config });
+                return Ok(Repository {
+                    store,
+                    rt,
+                    key,
+                    key_id: *key_id,
+                    config,
+                });
             }
         }
-        Err(Error::WrongPassword { location: store.location().to_owned() })
+        Err(Error::WrongPassword {
+            location: store.location().to_owned(),
+        })
     }
 
     /// Runs a store future to completion from synchronous code.
@@ -167,8 +192,13 @@ impl Repository {
 
     /// Adds a slot for another password or key file.
     pub fn add_key(&self, secret: &[u8], label: &str, kdf: Option<KdfParams>) -> Result<KeyId> {
-        let (id, slot) =
-            KeySlot::wrap(&self.key, secret, kdf.unwrap_or_else(KdfParams::from_env), label).map_err(Error::Key)?;
+        let (id, slot) = KeySlot::wrap(
+            &self.key,
+            secret,
+            kdf.unwrap_or_else(KdfParams::from_env),
+            label,
+        )
+        .map_err(Error::Key)?;
         let bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         self.block_on(self.store.put_if_absent(&key_slot_key(&id), bytes.into()))?;
         Ok(id)
@@ -201,7 +231,9 @@ impl Repository {
         match ids.as_slice() {
             [one] => Ok(*one),
             [] => Err(Error::Key(format!("no key slot matches {reference:?}"))),
-            _ => Err(Error::Key(format!("key slot prefix {reference:?} is ambiguous"))),
+            _ => Err(Error::Key(format!(
+                "key slot prefix {reference:?} is ambiguous"
+            ))),
         }
     }
 
@@ -210,20 +242,30 @@ impl Repository {
     /// Writes a snapshot; the last step of a backup.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let id = SnapshotId(rand::random());
-        self.block_on(self.store.put_if_absent(&snapshot_key(&id), snap.seal(&self.key, &id).into()))?;
+        self.block_on(
+            self.store
+                .put_if_absent(&snapshot_key(&id), snap.seal(&self.key, &id).into()),
+        )?;
         Ok(id)
     }
 
     /// Every snapshot sorted by time; damaged ones are returned as errors naming the object.
-    pub fn list_snapshots_checked(&self) -> Result<Vec<(SnapshotId, std::result::Result<Snapshot, Error>)>> {
+    pub fn list_snapshots_checked(
+        &self,
+    ) -> Result<Vec<(SnapshotId, std::result::Result<Snapshot, Error>)>> {
         let metas = self.block_on(self.store.list("snapshots/"))?;
-        let ids: Vec<SnapshotId> = metas.iter().filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok()).collect();
+        let ids: Vec<SnapshotId> = metas
+            .iter()
+            .filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok())
+            .collect();
         let mut out: Vec<(SnapshotId, std::result::Result<Snapshot, Error>)> = self.block_on(
             stream::iter(ids)
                 .map(|id| async move {
                     let key = snapshot_key(&id);
                     let r = match self.store.get(&key).await {
-                        Ok(b) => Snapshot::open(&self.key, &id, &b).map_err(|e| Error::corrupt(key, e)),
+                        Ok(b) => {
+                            Snapshot::open(&self.key, &id, &b).map_err(|e| Error::corrupt(key, e))
+                        }
                         Err(e) => Err(e.into()),
                     };
                     (id, r)
@@ -256,13 +298,22 @@ impl Repository {
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
         let (snaps, _) = self.list_snapshots()?;
         if reference == "latest" {
-            return snaps.into_iter().last().ok_or(Error::SnapshotNotFound { reference: reference.into() });
+            return snaps.into_iter().last().ok_or(Error::SnapshotNotFound {
+                reference: reference.into(),
+            });
         }
-        let mut matches: Vec<_> = snaps.into_iter().filter(|(id, _)| id.to_hex().starts_with(reference)).collect();
+        let mut matches: Vec<_> = snaps
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(reference))
+            .collect();
         match matches.len() {
             1 => Ok(matches.remove(0)),
-            0 => Err(Error::SnapshotNotFound { reference: reference.into() }),
-            _ => Err(Error::AmbiguousSnapshot { reference: reference.into() }),
+            0 => Err(Error::SnapshotNotFound {
+                reference: reference.into(),
+            }),
+            _ => Err(Error::AmbiguousSnapshot {
+                reference: reference.into(),
+            }),
         }
     }
 
@@ -279,7 +330,10 @@ impl Repository {
     /// covered are read from their trailers instead, so restores keep working.
     pub fn load_index(&self) -> Result<LoadedIndex> {
         let metas = self.block_on(self.store.list("index/"))?;
-        let ids: Vec<IndexId> = metas.iter().filter_map(|m| m.key.strip_prefix("index/")?.parse().ok()).collect();
+        let ids: Vec<IndexId> = metas
+            .iter()
+            .filter_map(|m| m.key.strip_prefix("index/")?.parse().ok())
+            .collect();
         let results: Vec<(IndexId, Result<_>)> = self.block_on(
             stream::iter(ids)
                 .map(|id| async move {
@@ -309,7 +363,10 @@ impl Repository {
         }
         if !warnings.is_empty() {
             let packs = self.list_packs()?;
-            let missing: Vec<(PackId, u64)> = packs.into_iter().filter(|(p, _)| !index.has_pack(p)).collect();
+            let missing: Vec<(PackId, u64)> = packs
+                .into_iter()
+                .filter(|(p, _)| !index.has_pack(p))
+                .collect();
             let n = missing.len();
             for (p, r) in self.read_trailers(&missing) {
                 match r {
@@ -322,13 +379,20 @@ impl Repository {
             ));
         }
         index.finalize();
-        Ok(LoadedIndex { index, files, warnings })
+        Ok(LoadedIndex {
+            index,
+            files,
+            warnings,
+        })
     }
 
     /// Every pack object with its size.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
         let metas = self.block_on(self.store.list("data/"))?;
-        Ok(metas.iter().filter_map(|m| Some((pack_id_from_key(&m.key)?, m.size))).collect())
+        Ok(metas
+            .iter()
+            .filter_map(|m| Some((pack_id_from_key(&m.key)?, m.size)))
+            .collect())
     }
 
     /// Reads and authenticates the trailers of many packs concurrently.
@@ -350,7 +414,8 @@ impl Repository {
             Ok(e) => Ok(e),
             Err(TrailerError::NeedMore(n)) => {
                 let tail = self.store.get_range(&key, size - n as u64..size).await?;
-                parse_trailer(&self.key, &tail, size).map_err(|e| Error::corrupt(key, e.to_string()))
+                parse_trailer(&self.key, &tail, size)
+                    .map_err(|e| Error::corrupt(key, e.to_string()))
             }
             Err(e) => Err(Error::corrupt(key, e.to_string())),
         }
@@ -363,20 +428,36 @@ impl Repository {
         let loc = index.get(id).ok_or(Error::BlobNotFound { id: *id })?;
         let key = pack_key(&loc.pack);
         let e = loc.entry;
-        let sealed = self.block_on(self.store.get_range(&key, e.offset as u64..e.offset as u64 + e.length as u64))?;
+        let sealed = self.block_on(
+            self.store
+                .get_range(&key, e.offset as u64..e.offset as u64 + e.length as u64),
+        )?;
         self.open_blob(&key, &e, &sealed)
     }
 
     /// Opens one sealed blob already fetched from pack `object`.
     pub fn open_blob(&self, object: &str, e: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-        let plain = self.key.open(sealed, &PackEntry::aad(e.kind, &e.id)).map_err(|_| {
-            Error::corrupt(object, format!("blob {} at offset {} failed authentication", e.id.short(), e.offset))
-        })?;
+        let plain = self
+            .key
+            .open(sealed, &PackEntry::aad(e.kind, &e.id))
+            .map_err(|_| {
+                Error::corrupt(
+                    object,
+                    format!(
+                        "blob {} at offset {} failed authentication",
+                        e.id.short(),
+                        e.offset
+                    ),
+                )
+            })?;
         if e.compressed {
             decompress(&plain, e.raw_len as usize)
                 .map_err(|r| Error::corrupt(object, format!("blob {}: {r}", e.id.short())))
         } else if plain.len() != e.raw_len as usize {
-            Err(Error::corrupt(object, format!("blob {} has the wrong length", e.id.short())))
+            Err(Error::corrupt(
+                object,
+                format!("blob {} has the wrong length", e.id.short()),
+            ))
         } else {
             Ok(plain)
         }
@@ -386,11 +467,17 @@ impl Repository {
     pub fn read_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let loc = index.get(id).ok_or(Error::BlobNotFound { id: *id })?;
         if loc.entry.kind != BlobKind::Tree {
-            return Err(Error::corrupt(pack_key(&loc.pack), format!("blob {} is not a tree", id.short())));
+            return Err(Error::corrupt(
+                pack_key(&loc.pack),
+                format!("blob {} is not a tree", id.short()),
+            ));
         }
         let plain = self.read_blob(index, id)?;
         if self.key.blob_id(&plain) != *id {
-            return Err(Error::corrupt(pack_key(&loc.pack), format!("tree {} does not match its id", id.short())));
+            return Err(Error::corrupt(
+                pack_key(&loc.pack),
+                format!("tree {} does not match its id", id.short()),
+            ));
         }
         Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
     }
@@ -402,13 +489,19 @@ impl Repository {
     }
 }
 
-async fn list_key_slots(store: &Store) -> Result<Vec<(KeyId, std::result::Result<KeySlot, String>)>> {
+async fn list_key_slots(
+    store: &Store,
+) -> Result<Vec<(KeyId, std::result::Result<KeySlot, String>)>> {
     let metas = store.list("keys/").await?;
-    let ids: Vec<KeyId> = metas.iter().filter_map(|m| m.key.strip_prefix("keys/")?.parse().ok()).collect();
+    let ids: Vec<KeyId> = metas
+        .iter()
+        .filter_map(|m| m.key.strip_prefix("keys/")?.parse().ok())
+        .collect();
     stream::iter(ids)
         .map(|id| async move {
             let bytes = store.get(&key_slot_key(&id)).await?;
-            let slot = serde_json::from_slice::<KeySlot>(&bytes).map_err(|e| format!("key slot does not decode: {e}"));
+            let slot = serde_json::from_slice::<KeySlot>(&bytes)
+                .map_err(|e| format!("key slot does not decode: {e}"));
             Ok::<_, Error>((id, slot))
         })
         .buffer_unordered(READ_CONCURRENCY)

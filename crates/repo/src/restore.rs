@@ -64,7 +64,9 @@ impl RestoreOptions {
             target,
             include: Vec::new(),
             verify: false,
-            threads: std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
             overwrite: Overwrite::IfChanged,
         }
     }
@@ -103,7 +105,12 @@ struct FileItem {
 }
 
 /// Runs a restore of `snapshot`.
-pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreSummary> {
+pub fn run(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let loaded = repo.load_index()?;
     let index = &loaded.index;
@@ -115,13 +122,26 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
 
     // 1. Plan: walk the snapshot's trees.
     let mut plan = Plan::default();
-    walk(repo, index, &snapshot.tree, Path::new("/"), include.as_ref(), false, &mut plan, &mut summary.errors);
+    walk(
+        repo,
+        index,
+        &snapshot.tree,
+        Path::new("/"),
+        include.as_ref(),
+        false,
+        &mut plan,
+        &mut summary.errors,
+    );
     if plan.is_empty() && summary.errors.is_empty() && !opts.include.is_empty() {
-        return Err(Error::InvalidInput(format!("no path in the snapshot matches {:?}", opts.include)));
+        return Err(Error::InvalidInput(format!(
+            "no path in the snapshot matches {:?}",
+            opts.include
+        )));
     }
 
     // 2. Directories (metadata is applied at the end, deepest first).
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io("cannot create target directory", &opts.target, e))?;
+    fs::create_dir_all(&opts.target)
+        .map_err(|e| Error::io("cannot create target directory", &opts.target, e))?;
     for (rel, _) in &plan.dirs {
         let dest = opts.target.join(rel);
         fs::create_dir_all(&dest).map_err(|e| Error::io("cannot create directory", &dest, e))?;
@@ -144,7 +164,10 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
         if opts.overwrite == Overwrite::IfChanged {
             if let Some(md) = &existing {
                 use std::os::unix::fs::MetadataExt;
-                if md.is_file() && md.size() == node.size && md.mtime() * 1_000_000_000 + md.mtime_nsec() == node.mtime_ns {
+                if md.is_file()
+                    && md.size() == node.size
+                    && md.mtime() * 1_000_000_000 + md.mtime_nsec() == node.mtime_ns
+                {
                     summary.files_unchanged += 1;
                     if opts.verify {
                         items.push(FileItem::done(dest, node));
@@ -153,10 +176,14 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
                 }
             }
         }
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = dest.with_file_name(format!(".{name}.lifeboat-restore"));
         let f = fs::File::create(&temp).map_err(|e| Error::io("cannot create file", &temp, e))?;
-        f.set_len(node.size).map_err(|e| Error::io("cannot size file", &temp, e))?;
+        f.set_len(node.size)
+            .map_err(|e| Error::io("cannot size file", &temp, e))?;
         progress.add_total(node.size);
         items.push(FileItem {
             dest,
@@ -173,12 +200,19 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
         for id in &item.node.content {
             match index.get(id) {
                 Some(loc) => {
-                    by_pack.entry(loc.pack).or_default().push((loc.entry, offset, i));
+                    by_pack
+                        .entry(loc.pack)
+                        .or_default()
+                        .push((loc.entry, offset, i));
                     offset += loc.entry.raw_len as u64;
                 }
                 None => {
                     item.failed.store(true, Ordering::Relaxed);
-                    summary.errors.push(format!("{}: blob {} is missing from the index", item.dest.display(), id.short()));
+                    summary.errors.push(format!(
+                        "{}: blob {} is missing from the index",
+                        item.dest.display(),
+                        id.short()
+                    ));
                     break;
                 }
             }
@@ -190,9 +224,12 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
     let fatal = Mutex::new(None::<Error>);
     let stop = AtomicBool::new(false);
     let written = AtomicU64::new(0);
-    let jobs: Mutex<Vec<(PackId, Vec<(PackEntry, u64, usize)>)>> = Mutex::new(by_pack.into_iter().collect());
+    let jobs: Mutex<Vec<(PackId, Vec<(PackEntry, u64, usize)>)>> =
+        Mutex::new(by_pack.into_iter().collect());
     let work = || loop {
-        let Some((pack, mut blobs)) = jobs.lock().expect("jobs").pop() else { return };
+        let Some((pack, mut blobs)) = jobs.lock().expect("jobs").pop() else {
+            return;
+        };
         if stop.load(Ordering::Relaxed) {
             return;
         }
@@ -217,7 +254,8 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
     // 5. Finish files: rename complete ones into place; remove the rest.
     let mut completed = Vec::new();
     for item in items.iter().filter(|i| i.fresh) {
-        let ok = !item.failed.load(Ordering::Relaxed) && item.remaining.load(Ordering::Relaxed) == 0;
+        let ok =
+            !item.failed.load(Ordering::Relaxed) && item.remaining.load(Ordering::Relaxed) == 0;
         if ok && fatal.lock().expect("fatal").is_none() {
             match finish_file(item) {
                 Ok(()) => {
@@ -229,7 +267,10 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
         } else {
             let _ = fs::remove_file(&item.temp);
             if !item.failed.load(Ordering::Relaxed) && fatal.lock().expect("fatal").is_none() {
-                summary.errors.push(format!("{}: not all data could be read", item.dest.display()));
+                summary.errors.push(format!(
+                    "{}: not all data could be read",
+                    item.dest.display()
+                ));
             }
         }
     }
@@ -242,12 +283,20 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
         let _ = fs::remove_file(&dest);
         match fs::hard_link(&first, &dest) {
             Ok(()) => summary.hardlinks += 1,
-            Err(e) => summary.errors.push(format!("cannot link {} to {}: {e}", dest.display(), first.display())),
+            Err(e) => summary.errors.push(format!(
+                "cannot link {} to {}: {e}",
+                dest.display(),
+                first.display()
+            )),
         }
     }
     for (rel, node) in &plan.symlinks {
         let dest = opts.target.join(rel);
-        let target = node.target.as_ref().map(|t| t.as_os_str().to_owned()).unwrap_or_default();
+        let target = node
+            .target
+            .as_ref()
+            .map(|t| t.as_os_str().to_owned())
+            .unwrap_or_default();
         if fs::read_link(&dest).is_ok_and(|t| t.as_os_str() == target) {
             continue;
         }
@@ -259,7 +308,9 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
                     summary.errors.push(format!("{e}"));
                 }
             }
-            Err(e) => summary.errors.push(format!("cannot create symlink {}: {e}", dest.display())),
+            Err(e) => summary
+                .errors
+                .push(format!("cannot create symlink {}: {e}", dest.display())),
         }
     }
     for (rel, node) in plan.dirs.iter().rev() {
@@ -273,8 +324,10 @@ pub fn run(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions, progre
 
     // 7. Verify.
     if opts.verify {
-        let verify_list: Vec<&FileItem> = items.iter().filter(|i| !i.fresh).chain(completed).collect();
-        summary.files_verified = verify_files(repo, index, &verify_list, opts.threads, &mut summary.errors);
+        let verify_list: Vec<&FileItem> =
+            items.iter().filter(|i| !i.fresh).chain(completed).collect();
+        summary.files_verified =
+            verify_files(repo, index, &verify_list, opts.threads, &mut summary.errors);
     }
     summary.duration_secs = started.elapsed().as_secs_f64();
     Ok(summary)
@@ -322,7 +375,10 @@ fn restore_pack(
             Ok(d) => d,
             Err(e) => {
                 fail_all(&blobs[i..j], items);
-                errors.lock().expect("errors").push(format!("cannot read {key}: {e}"));
+                errors
+                    .lock()
+                    .expect("errors")
+                    .push(format!("cannot read {key}: {e}"));
                 i = j;
                 continue;
             }
@@ -340,7 +396,10 @@ fn restore_pack(
                     Ok(p) => last = Some((entry.id, p)),
                     Err(e) => {
                         item.failed.store(true, Ordering::Relaxed);
-                        errors.lock().expect("errors").push(format!("{}: {e}", item.dest.display()));
+                        errors
+                            .lock()
+                            .expect("errors")
+                            .push(format!("{}: {e}", item.dest.display()));
                         last = None;
                         continue;
                     }
@@ -348,8 +407,12 @@ fn restore_pack(
             }
             let plain = &last.as_ref().expect("set above").1;
             if !(item.fresh && plain.iter().all(|b| *b == 0)) {
-                let f = OpenOptions::new().write(true).open(&item.temp).map_err(|e| Error::io("cannot open", &item.temp, e))?;
-                f.write_all_at(plain, *offset).map_err(|e| Error::io("cannot write", &item.dest, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&item.temp)
+                    .map_err(|e| Error::io("cannot open", &item.temp, e))?;
+                f.write_all_at(plain, *offset)
+                    .map_err(|e| Error::io("cannot write", &item.dest, e))?;
             }
             written.fetch_add(plain.len() as u64, Ordering::Relaxed);
             progress.advance(plain.len() as u64);
@@ -368,18 +431,24 @@ fn fail_all(blobs: &[(PackEntry, u64, usize)], items: &[FileItem]) {
 
 fn finish_file(item: &FileItem) -> Result<()> {
     apply_metadata(&item.temp, &item.node)?;
-    fs::rename(&item.temp, &item.dest).map_err(|e| Error::io("cannot rename into place", &item.dest, e))
+    fs::rename(&item.temp, &item.dest)
+        .map_err(|e| Error::io("cannot rename into place", &item.dest, e))
 }
 
 /// Mode, owner (when root) and mtime; symlinks get owner and mtime only.
 fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).map_err(|e| Error::io("cannot chown", path, e))?;
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("cannot chown", path, e))?;
     }
     if node.kind != NodeKind::Symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(|e| Error::io("cannot chmod", path, e))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode))
+            .map_err(|e| Error::io("cannot chmod", path, e))?;
     }
-    let t = TimeSpec::new(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000));
+    let t = TimeSpec::new(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000),
+    );
     utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)
         .map_err(|e| Error::io("cannot set mtime", path, std::io::Error::from(e)))
 }
@@ -403,9 +472,14 @@ fn build_include(patterns: &[String]) -> Result<Option<GlobSet>> {
     }
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(Glob::new(p).map_err(|e| Error::InvalidInput(format!("bad --include pattern {p:?}: {e}")))?);
+        b.add(
+            Glob::new(p)
+                .map_err(|e| Error::InvalidInput(format!("bad --include pattern {p:?}: {e}")))?,
+        );
     }
-    b.build().map(Some).map_err(|e| Error::InvalidInput(format!("bad --include patterns: {e}")))
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::InvalidInput(format!("bad --include patterns: {e}")))
 }
 
 /// Collects what to restore below `tree`; returns true if anything was selected.
@@ -430,9 +504,14 @@ fn walk(
     let mut any = false;
     for node in t.nodes {
         let path = at.join(node.name.as_os_str());
-        let rel = path.strip_prefix("/").expect("paths are absolute").to_path_buf();
+        let rel = path
+            .strip_prefix("/")
+            .expect("paths are absolute")
+            .to_path_buf();
         let sel = selected
-            || include.is_none_or(|g| g.is_match(&path) || path.file_name().is_some_and(|n| g.is_match(n)));
+            || include.is_none_or(|g| {
+                g.is_match(&path) || path.file_name().is_some_and(|n| g.is_match(n))
+            });
         match node.kind {
             NodeKind::Dir => {
                 let idx = plan.dirs.len();
@@ -461,7 +540,13 @@ fn walk(
 }
 
 /// Re-reads restored files and compares each blob-sized range with its id.
-fn verify_files(repo: &Repository, index: &Index, files: &[&FileItem], threads: usize, errors: &mut Vec<String>) -> u64 {
+fn verify_files(
+    repo: &Repository,
+    index: &Index,
+    files: &[&FileItem],
+    threads: usize,
+    errors: &mut Vec<String>,
+) -> u64 {
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     let verified = AtomicU64::new(0);
@@ -474,7 +559,10 @@ fn verify_files(repo: &Repository, index: &Index, files: &[&FileItem], threads: 
                     Ok(()) => {
                         verified.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => found.lock().expect("found").push(format!("verify {}: {e}", item.dest.display())),
+                    Err(e) => found
+                        .lock()
+                        .expect("found")
+                        .push(format!("verify {}: {e}", item.dest.display())),
                 }
             });
         }
@@ -483,13 +571,22 @@ fn verify_files(repo: &Repository, index: &Index, files: &[&FileItem], threads: 
     verified.into_inner()
 }
 
-fn verify_one(repo: &Repository, index: &Index, item: &FileItem) -> std::result::Result<(), String> {
+fn verify_one(
+    repo: &Repository,
+    index: &Index,
+    item: &FileItem,
+) -> std::result::Result<(), String> {
     let mut f = fs::File::open(&item.dest).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     for (n, id) in item.node.content.iter().enumerate() {
-        let len = index.get(id).ok_or("blob missing from index")?.entry.raw_len as usize;
+        let len = index
+            .get(id)
+            .ok_or("blob missing from index")?
+            .entry
+            .raw_len as usize;
         buf.resize(len, 0);
-        f.read_exact(&mut buf).map_err(|e| format!("short file: {e}"))?;
+        f.read_exact(&mut buf)
+            .map_err(|e| format!("short file: {e}"))?;
         if repo.key().blob_id(&buf) != *id {
             return Err(format!("content differs in chunk {n}"));
         }
@@ -516,7 +613,9 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, prefix: &str) -> Result<Vec<
                     stack.push((path.clone(), sub));
                 }
             }
-            if shown.starts_with(prefix) || prefix.starts_with(&shown) && prefix.len() == shown.len() {
+            if shown.starts_with(prefix)
+                || prefix.starts_with(&shown) && prefix.len() == shown.len()
+            {
                 seen.insert(shown, node);
             }
         }

@@ -81,15 +81,22 @@ fn aad(id: &SnapshotId) -> Vec<u8> {
 impl Snapshot {
     /// Seals the snapshot, bound to its id so files cannot be swapped.
     pub fn seal(&self, key: &MasterKey, id: &SnapshotId) -> Vec<u8> {
-        key.seal(&serde_json::to_vec(self).expect("snapshots serialize"), &aad(id))
+        key.seal(
+            &serde_json::to_vec(self).expect("snapshots serialize"),
+            &aad(id),
+        )
     }
 
     /// Opens and decodes a snapshot object.
     pub fn open(key: &MasterKey, id: &SnapshotId, stored: &[u8]) -> Result<Snapshot, String> {
         let plain = key.open(stored, &aad(id)).map_err(|e| e.to_string())?;
-        let s: Snapshot = serde_json::from_slice(&plain).map_err(|e| format!("does not decode: {e}"))?;
+        let s: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| format!("does not decode: {e}"))?;
         if s.version != SNAPSHOT_VERSION {
-            return Err(format!("snapshot format version {} is not supported", s.version));
+            return Err(format!(
+                "snapshot format version {} is not supported",
+                s.version
+            ));
         }
         Ok(s)
     }

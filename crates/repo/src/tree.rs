@@ -50,7 +50,10 @@ impl Serialize for Name {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => NameRepr::Text(t.to_owned()).serialize(s),
-            Err(_) => NameRepr::Hex { hex: hex::encode(&self.0) }.serialize(s),
+            Err(_) => NameRepr::Hex {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -142,9 +145,13 @@ impl Tree {
 
     /// Decodes and checks the version and ordering.
     pub fn decode(b: &[u8]) -> Result<Tree, String> {
-        let t: Tree = serde_json::from_slice(b).map_err(|e| format!("tree does not decode: {e}"))?;
+        let t: Tree =
+            serde_json::from_slice(b).map_err(|e| format!("tree does not decode: {e}"))?;
         if t.version != TREE_VERSION {
-            return Err(format!("tree format version {} is not supported", t.version));
+            return Err(format!(
+                "tree format version {} is not supported",
+                t.version
+            ));
         }
         if t.nodes.windows(2).any(|w| w[0].name >= w[1].name) {
             return Err("tree entries are not sorted and unique".into());
@@ -154,7 +161,10 @@ impl Tree {
 
     /// Finds a child by name.
     pub fn find(&self, name: &Name) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 }
 
@@ -180,7 +190,10 @@ mod tests {
             subtree: None,
             target: Some(Name(b"x/y".to_vec())),
         };
-        let t = Tree { version: TREE_VERSION, nodes: vec![n] };
+        let t = Tree {
+            version: TREE_VERSION,
+            nodes: vec![n],
+        };
         let bytes = t.encode();
         assert!(String::from_utf8_lossy(&bytes).contains("\"hex\":\"ff61\""));
         assert_eq!(Tree::decode(&bytes).unwrap(), t);

@@ -33,7 +33,10 @@ impl VirtualDir {
                 })
                 .collect();
             if comps.is_empty() {
-                return Err(format!("cannot back up {}: give a directory below /", p.display()));
+                return Err(format!(
+                    "cannot back up {}: give a directory below /",
+                    p.display()
+                ));
             }
             let mut dir = &mut root;
             let mut so_far = PathBuf::from("/");
@@ -42,7 +45,8 @@ impl VirtualDir {
                 let name = Name::from(*c);
                 if i + 1 == comps.len() {
                     // A source path wins over a virtual level (it includes everything below).
-                    dir.children.insert(name, VirtualEntry::Source(so_far.clone()));
+                    dir.children
+                        .insert(name, VirtualEntry::Source(so_far.clone()));
                     break;
                 }
                 let entry = dir
@@ -61,7 +65,11 @@ impl VirtualDir {
 
 /// Makes a path absolute and lexically normal without resolving symlinks in the last component.
 pub(crate) fn absolute(p: &Path) -> std::io::Result<PathBuf> {
-    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
     let mut out = PathBuf::from("/");
     for c in abs.components() {
         match c {
@@ -85,7 +93,9 @@ pub(crate) fn kind_of(md: &Metadata) -> Option<NodeKind> {
     } else if ft.is_symlink() {
         Some(NodeKind::Symlink)
     } else {
-        debug_assert!(ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device());
+        debug_assert!(
+            ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+        );
         None
     }
 }
@@ -116,15 +126,31 @@ mod tests {
 
     #[test]
     fn virtual_root_nests_and_merges() {
-        let v = VirtualDir::from_paths(&[PathBuf::from("/a/b/c"), PathBuf::from("/a/d"), PathBuf::from("/a/b")]).unwrap();
-        let VirtualEntry::Dir(a, _) = &v.children[&Name::from("a")] else { panic!("a is virtual") };
-        assert!(matches!(a.children[&Name::from("b")], VirtualEntry::Source(_)));
-        assert!(matches!(a.children[&Name::from("d")], VirtualEntry::Source(_)));
+        let v = VirtualDir::from_paths(&[
+            PathBuf::from("/a/b/c"),
+            PathBuf::from("/a/d"),
+            PathBuf::from("/a/b"),
+        ])
+        .unwrap();
+        let VirtualEntry::Dir(a, _) = &v.children[&Name::from("a")] else {
+            panic!("a is virtual")
+        };
+        assert!(matches!(
+            a.children[&Name::from("b")],
+            VirtualEntry::Source(_)
+        ));
+        assert!(matches!(
+            a.children[&Name::from("d")],
+            VirtualEntry::Source(_)
+        ));
         assert!(VirtualDir::from_paths(&[PathBuf::from("/")]).is_err());
     }
 
     #[test]
     fn absolute_normalizes() {
-        assert_eq!(absolute(Path::new("/x/../y/./z")).unwrap(), PathBuf::from("/y/z"));
+        assert_eq!(
+            absolute(Path::new("/x/../y/./z")).unwrap(),
+            PathBuf::from("/y/z")
+        );
     }
 }

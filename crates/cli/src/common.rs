@@ -1,0 +1,135 @@
+//! What every command shares: repository location, password, output mode.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lifeboat_repo::Repository;
+use lifeboat_store::{Store, StoreOptions};
+use tokio::runtime::Runtime;
+
+/// Options accepted by every command.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository location: a path, file:///path, or s3://bucket/prefix.
+    #[arg(short = 'r', long = "repo", env = "LIFEBOAT_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Use this file's raw bytes as the key (instead of a password).
+    #[arg(long, env = "LIFEBOAT_KEY_FILE", global = true)]
+    pub key_file: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars or informational output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// S3 endpoint URL (else AWS_ENDPOINT_URL).
+    #[arg(long, env = "LIFEBOAT_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (else AWS_REGION).
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The repository location or a clear error.
+    pub fn location(&self) -> Result<&str> {
+        match &self.repo {
+            Some(r) => Ok(r),
+            None => bail!("no repository given: use --repo or set LIFEBOAT_REPOSITORY"),
+        }
+    }
+
+    /// Opens the store at the repository location.
+    pub fn store(&self) -> Result<Store> {
+        let location = self.location()?;
+        let opts = StoreOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            ..Default::default()
+        };
+        Store::open(location, &opts).with_context(|| format!("open repository location {location}"))
+    }
+
+    /// The secret: key file bytes, password file, or LIFEBOAT_PASSWORD.
+    pub fn secret(&self) -> Result<Vec<u8>> {
+        if let Some(k) = &self.key_file {
+            return std::fs::read(k).with_context(|| format!("read key file {}", k.display()));
+        }
+        if let Some(f) = &self.password_file {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("read password file {}", f.display()))?;
+            return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+        }
+        if let Ok(p) = std::env::var("LIFEBOAT_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        bail!("no password given: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, or pass --password-file / --key-file")
+    }
+
+    /// Human output allowed?
+    pub fn chatty(&self) -> bool {
+        !self.quiet && !self.json
+    }
+
+    /// Progress bars only on a terminal.
+    pub fn show_progress(&self) -> bool {
+        self.chatty() && std::io::stderr().is_terminal()
+    }
+}
+
+/// A runtime plus an opened repository.
+pub struct Session {
+    /// Kept alive for the repository's store calls.
+    pub _rt: Runtime,
+    /// The repository.
+    pub repo: Repository,
+}
+
+/// Builds the runtime the store's async calls run on.
+pub fn runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start async runtime")
+}
+
+/// Opens the repository named by the global options.
+pub fn open(g: &GlobalArgs) -> Result<Session> {
+    let rt = runtime()?;
+    let store = g.store()?;
+    let secret = g.secret()?;
+    let repo = Repository::open(store, rt.handle().clone(), &secret)?;
+    Ok(Session { _rt: rt, repo })
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Sets up logging to stderr.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| level.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,45 @@
+//! Documented exit codes (also in README.md and `docs/cli.md`).
+
+use std::process::ExitCode;
+
+use lifeboat_repo::Error;
+
+/// Success.
+pub const OK: u8 = 0;
+/// A fatal error: nothing (more) was done.
+pub const FATAL: u8 = 1;
+/// The command finished, but some source files could not be read or some paths not restored.
+pub const PARTIAL: u8 = 3;
+/// `check` found damage.
+pub const DAMAGED: u8 = 4;
+/// No repository at the location.
+pub const NO_REPOSITORY: u8 = 10;
+/// Wrong password or key file.
+pub const WRONG_PASSWORD: u8 = 11;
+/// Repository format is newer than this binary.
+pub const UNSUPPORTED_VERSION: u8 = 12;
+/// Interrupted (Ctrl-C / SIGTERM); no snapshot was written.
+pub const INTERRUPTED: u8 = 130;
+
+/// Maps an error chain to its exit code.
+pub fn for_error(e: &anyhow::Error) -> ExitCode {
+    let code = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map(|e| match e {
+            Error::NotInitialized { .. } => NO_REPOSITORY,
+            Error::WrongPassword { .. } => WRONG_PASSWORD,
+            Error::UnsupportedVersion { .. } => UNSUPPORTED_VERSION,
+            Error::Interrupted => INTERRUPTED,
+            _ => FATAL,
+        })
+        .unwrap_or(FATAL);
+    ExitCode::from(code)
+}
+
+/// `lifeboat ls | head` must not report an error.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

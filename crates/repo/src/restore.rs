@@ -613,9 +613,8 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, prefix: &str) -> Result<Vec<
                     stack.push((path.clone(), sub));
                 }
             }
-            if shown.starts_with(prefix)
-                || prefix.starts_with(&shown) && prefix.len() == shown.len()
-            {
+            // Component-wise: `ls SNAP /x/a` must not list the sibling `/x/ab`.
+            if path.starts_with(prefix) {
                 seen.insert(shown, node);
             }
         }

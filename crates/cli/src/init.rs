@@ -20,6 +20,9 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let rt = runtime()?;
     let store = g.store()?;
     let secret = g.secret()?;
+    if secret.is_empty() {
+        anyhow::bail!("refusing to create a repository with an empty password");
+    }
     let opts = InitOptions {
         compression_level: Some(a.compression),
         ..Default::default()

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             if exit::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::describe(&e));
             exit::for_error(&e)
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -181,9 +181,13 @@ pub fn run(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = dest.with_file_name(format!(".{name}.lifeboat-restore"));
-        let f = fs::File::create(&temp).map_err(|e| Error::io("cannot create file", &temp, e))?;
-        f.set_len(node.size)
-            .map_err(|e| Error::io("cannot size file", &temp, e))?;
+        if let Err(e) = create_temp(&temp, node.size) {
+            // Leave nothing half-made behind: remove every temp file created so far.
+            for it in items.iter().filter(|i| i.fresh) {
+                let _ = fs::remove_file(&it.temp);
+            }
+            return Err(e);
+        }
         progress.add_total(node.size);
         items.push(FileItem {
             dest,
@@ -262,7 +266,11 @@ pub fn run(
                     summary.files_restored += 1;
                     completed.push(item);
                 }
-                Err(e) => summary.errors.push(format!("{e}")),
+                Err(e) => {
+                    // Metadata or rename failed: do not leave the temporary file behind.
+                    let _ = fs::remove_file(&item.temp);
+                    summary.errors.push(format!("{e}"));
+                }
             }
         } else {
             let _ = fs::remove_file(&item.temp);
@@ -280,6 +288,11 @@ pub fn run(
 
     // 6. Links and symlinks, then directory metadata deepest first.
     for (first, dest) in links {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        if ino(&first).is_some() && ino(&first) == ino(&dest) {
+            continue;
+        }
         let _ = fs::remove_file(&dest);
         match fs::hard_link(&first, &dest) {
             Ok(()) => summary.hardlinks += 1,
@@ -409,6 +422,7 @@ fn restore_pack(
             if !(item.fresh && plain.iter().all(|b| *b == 0)) {
                 let f = OpenOptions::new()
                     .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&item.temp)
                     .map_err(|e| Error::io("cannot open", &item.temp, e))?;
                 f.write_all_at(plain, *offset)
@@ -429,10 +443,52 @@ fn fail_all(blobs: &[(PackEntry, u64, usize)], items: &[FileItem]) {
     }
 }
 
+/// Creates a fresh temp file, never following a symlink planted at its name.
+fn create_temp(temp: &Path, size: u64) -> Result<()> {
+    match fs::remove_file(temp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io("cannot remove stale temp file", temp, e))
+        }
+        _ => {}
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+        .map_err(|e| Error::io("cannot create file", temp, e))?;
+    f.set_len(size)
+        .map_err(|e| Error::io("cannot size file", temp, e))
+}
+
 fn finish_file(item: &FileItem) -> Result<()> {
-    apply_metadata(&item.temp, &item.node)?;
+    // Metadata through a no-follow handle: a symlink swapped in cannot redirect chmod/chown.
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&item.temp)
+        .map_err(|e| Error::io("cannot open", &item.temp, e))?;
+    let node = &item.node;
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))
+            .map_err(|e| Error::io("cannot chown", &item.temp, e))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(node.mode))
+        .map_err(|e| Error::io("cannot chmod", &item.temp, e))?;
+    f.set_modified(mtime_to_system_time(node.mtime_ns))
+        .map_err(|e| Error::io("cannot set mtime", &item.temp, e))?;
+    drop(f);
     fs::rename(&item.temp, &item.dest)
         .map_err(|e| Error::io("cannot rename into place", &item.dest, e))
+}
+
+fn mtime_to_system_time(ns: i64) -> std::time::SystemTime {
+    let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
 }
 
 /// Mode, owner (when root) and mtime; symlinks get owner and mtime only.

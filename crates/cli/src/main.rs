@@ -20,6 +20,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed chunk buffers for reuse; glibc malloc returned them to the OS and paid
+/// ~200k page faults per GiB backed up.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lifeboat: encrypted, deduplicated backups you can prove you can restore.
 #[derive(Parser)]
 #[command(name = "lifeboat", version, about, long_about = None)]

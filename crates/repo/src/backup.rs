@@ -110,10 +110,11 @@ struct FileJob {
 
 /// State shared by all pipeline threads.
 struct Shared<'a> {
+    /// Chunk buffers handed back by compressors for readers to reuse (bounds allocator churn).
+    buffers: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     repo: &'a Repository,
     index: &'a Index,
     claimed: Mutex<HashSet<BlobId>>,
-    data_pack: Mutex<PackWriter>,
     pending_index: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
     error: Mutex<Option<Error>>,
     abort: AtomicBool,
@@ -157,6 +158,14 @@ impl Shared<'_> {
         self.abort.load(Ordering::Relaxed)
     }
 
+    /// A pooled buffer holding a copy of `chunk`.
+    fn buffer_with(&self, chunk: &[u8]) -> Vec<u8> {
+        let mut v = self.buffers.1.try_recv().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(chunk);
+        v
+    }
+
     /// True the first time anyone asks to store this blob in this backup.
     fn claim(&self, id: &BlobId) -> bool {
         !self.index.contains(id) && self.claimed.lock().expect("claim lock").insert(*id)
@@ -181,7 +190,7 @@ impl Shared<'_> {
                 blobs
                     .send(NewBlob {
                         id,
-                        data: chunk.to_vec(),
+                        data: self.buffer_with(chunk),
                     })
                     .map_err(|_| ReadError::Aborted)?;
             }
@@ -192,36 +201,24 @@ impl Shared<'_> {
         Ok((ids, n))
     }
 
-    /// Compress + seal one blob; returns a pack when the writer filled up.
-    fn seal_blob(
+    /// Compresses (when it pays) and seals a blob straight into `writer`; returns the pack
+    /// once it reached the target size.
+    fn store_blob(
         &self,
         comp: &mut Compressor,
-        kind: BlobKind,
+        scratch: &mut Vec<u8>,
+        writer: &mut PackWriter,
         id: BlobId,
-        data: Vec<u8>,
-    ) -> (Vec<u8>, u32, bool) {
+        data: &[u8],
+    ) -> Option<FinishedPack> {
         let raw_len = data.len() as u32;
-        let (payload, compressed) = match comp.compress(&data) {
-            Some(z) => (z, true),
-            None => (data, false),
-        };
-        let sealed = self.repo.key().seal(&payload, &PackEntry::aad(kind, &id));
+        let compressed = comp.compress_into(data, scratch);
+        let payload = if compressed { &scratch[..] } else { data };
+        writer.add_plain(self.repo.key(), id, payload, raw_len, compressed);
         self.bytes_added
             .fetch_add(raw_len as u64, Ordering::Relaxed);
-        (sealed, raw_len, compressed)
-    }
-
-    fn add_data_blob(&self, comp: &mut Compressor, blob: NewBlob) -> Option<FinishedPack> {
-        let (sealed, raw_len, compressed) =
-            self.seal_blob(comp, BlobKind::Data, blob.id, blob.data);
-        self.data_blobs.fetch_add(1, Ordering::Relaxed);
-        let full = {
-            let mut w = self.data_pack.lock().expect("pack lock");
-            w.add(blob.id, &sealed, raw_len, compressed);
-            (w.len() >= self.repo.config().pack_size_bytes as usize)
-                .then(|| std::mem::replace(&mut *w, PackWriter::new(BlobKind::Data)))
-        };
-        full.map(|mut w| w.finish(self.repo.key()))
+        (writer.len() >= self.repo.config().pack_size_bytes as usize)
+            .then(|| writer.finish(self.repo.key()))
     }
 
     fn upload(&self, pack: FinishedPack) {
@@ -527,7 +524,6 @@ pub fn run(
         repo,
         index: &index,
         claimed: Mutex::new(HashSet::new()),
-        data_pack: Mutex::new(PackWriter::new(BlobKind::Data)),
         pending_index: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         abort: AtomicBool::new(false),
@@ -538,6 +534,7 @@ pub fn run(
         bytes_stored: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         progress,
+        buffers: bounded(threads * 4),
     };
     let chunker_key = repo.config().chunker_key_bytes()?;
     let params = repo.config().chunker;
@@ -545,7 +542,7 @@ pub fn run(
     let excludes = build_globs(&opts.excludes)?;
 
     let (blob_tx, blob_rx) = bounded::<NewBlob>(threads * 2);
-    let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+    let (pack_tx, pack_rx) = bounded::<FinishedPack>(0); // rendezvous: no pack waits in a queue
     let (job_tx, job_rx) = bounded::<FileJob>(1024);
     let (done_tx, done_rx) = unbounded::<(
         usize,
@@ -567,14 +564,30 @@ pub fn run(
                 let rx = blob_rx.clone();
                 let tx = pack_tx.clone();
                 s.spawn(move || {
-                    let mut comp = Compressor::new(level);
+                    // Each compressor fills its own pack: no lock, no copy of sealed bytes.
+                    let (mut comp, mut scratch) = (Compressor::new(level), Vec::new());
+                    let reserve = repo.config().pack_size_bytes as usize
+                        + params.max_size as usize
+                        + (1 << 20);
+                    let mut writer = PackWriter::with_capacity(BlobKind::Data, reserve);
                     for blob in rx.iter() {
                         if shared.abort.load(Ordering::Relaxed) {
                             continue;
                         }
-                        if let Some(pack) = shared.add_data_blob(&mut comp, blob) {
+                        shared.data_blobs.fetch_add(1, Ordering::Relaxed);
+                        if let Some(pack) = shared.store_blob(
+                            &mut comp,
+                            &mut scratch,
+                            &mut writer,
+                            blob.id,
+                            &blob.data,
+                        ) {
                             let _ = tx.send(pack);
                         }
+                        let _ = shared.buffers.0.try_send(blob.data);
+                    }
+                    if !writer.is_empty() && !shared.abort.load(Ordering::Relaxed) {
+                        let _ = tx.send(writer.finish(shared.repo.key()));
                     }
                 })
             })
@@ -672,14 +685,6 @@ pub fn run(
                 .expect("lock")
                 .take()
                 .unwrap_or(Error::Interrupted));
-        }
-        let last = std::mem::replace(
-            &mut *shared.data_pack.lock().expect("lock"),
-            PackWriter::new(BlobKind::Data),
-        );
-        if !last.is_empty() {
-            let mut last = last;
-            let _ = pack_tx.send(last.finish(repo.key()));
         }
 
         let root = build_trees(
@@ -846,6 +851,7 @@ fn build_trees(
     packs: &Sender<FinishedPack>,
 ) -> BlobId {
     let mut comp = Compressor::new(shared.repo.config().compression_level);
+    let mut scratch = Vec::new();
     let mut writer = PackWriter::new(BlobKind::Tree);
     let mut tree_ids: Vec<BlobId> = Vec::with_capacity(dirs.len());
     let mut store_tree = |children: Vec<Child>, tree_ids: &[BlobId]| -> BlobId {
@@ -872,12 +878,10 @@ fn build_trees(
         .encode();
         let id = shared.repo.key().blob_id(&bytes);
         if shared.claim(&id) {
-            let (sealed, raw_len, compressed) =
-                shared.seal_blob(&mut comp, BlobKind::Tree, id, bytes);
             shared.tree_blobs.fetch_add(1, Ordering::Relaxed);
-            writer.add(id, &sealed, raw_len, compressed);
-            if writer.len() >= shared.repo.config().pack_size_bytes as usize {
-                let _ = packs.send(writer.finish(shared.repo.key()));
+            if let Some(pack) = shared.store_blob(&mut comp, &mut scratch, &mut writer, id, &bytes)
+            {
+                let _ = packs.send(pack);
             }
         }
         id

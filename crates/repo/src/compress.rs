@@ -18,6 +18,27 @@ impl Compressor {
         }
     }
 
+    /// Compresses into `out` (reused across calls); false means store raw.
+    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        if data.len() < 64 {
+            return false;
+        }
+        if data.len() > 4 * SAMPLE_BYTES {
+            out.reserve(zstd::zstd_safe::compress_bound(SAMPLE_BYTES));
+            match self.inner.compress_to_buffer(&data[..SAMPLE_BYTES], out) {
+                Ok(n) if n * 100 <= SAMPLE_BYTES * KEEP_RATIO_PERCENT => {}
+                _ => return false,
+            }
+            out.clear();
+        }
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        match self.inner.compress_to_buffer(data, out) {
+            Ok(n) => n * 100 <= data.len() * KEEP_RATIO_PERCENT,
+            Err(_) => false,
+        }
+    }
+
     /// Returns `Some(compressed)` when compression pays, `None` to store raw.
     pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
         if data.len() < 64 {
@@ -61,5 +82,9 @@ mod tests {
         rand::thread_rng().fill_bytes(&mut rnd);
         assert!(c.compress(&rnd).is_none());
         assert!(decompress(&z, text.len() - 1).is_err());
+        let mut buf = Vec::new();
+        assert!(c.compress_into(&text, &mut buf));
+        assert_eq!(buf, z);
+        assert!(!c.compress_into(&rnd, &mut buf));
     }
 }

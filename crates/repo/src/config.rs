@@ -45,7 +45,7 @@ impl RepoConfig {
             chunker: ChunkerParams::default(),
             chunker_key: hex::encode(rand::random::<[u8; 32]>()),
             compression_level: 3,
-            pack_size_bytes: 32 * 1024 * 1024,
+            pack_size_bytes: 16 * 1024 * 1024,
         }
     }
 

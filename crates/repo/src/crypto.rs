@@ -77,6 +77,20 @@ impl MasterKey {
         seal_with(&self.encrypt, plain, aad)
     }
 
+    /// Appends `nonce ‖ ciphertext ‖ tag` of `plain` to `out` without an intermediate buffer.
+    pub fn seal_into(&self, out: &mut Vec<u8>, plain: &[u8], aad: &[u8]) {
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.encrypt));
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
+            .expect("XChaCha20-Poly1305 accepts messages up to 256 GiB; objects are far smaller");
+        out.extend_from_slice(&tag);
+    }
+
     /// Reverses [`MasterKey::seal`].
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, AuthError> {
         open_with(&self.encrypt, sealed, aad)
@@ -139,6 +153,9 @@ mod tests {
             );
         }
         assert_eq!(k.open(&sealed[..10], b"aad"), Err(AuthError));
+        let mut buf = b"prefix".to_vec();
+        k.seal_into(&mut buf, b"hello", b"aad");
+        assert_eq!(k.open(&buf[6..], b"aad").unwrap(), b"hello");
         let other = MasterKey::generate();
         assert_eq!(other.open(&sealed, b"aad"), Err(AuthError));
     }

@@ -104,6 +104,8 @@ pub fn pack_id_from_key(key: &str) -> Option<PackId> {
 /// Accumulates sealed blobs of one kind until the pack is big enough to upload.
 pub struct PackWriter {
     kind: BlobKind,
+    /// Bytes reserved up front for each pack, so the buffer never doubles-and-copies.
+    reserve: usize,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
@@ -121,8 +123,14 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack for blobs of `kind`.
     pub fn new(kind: BlobKind) -> Self {
+        Self::with_capacity(kind, 0)
+    }
+
+    /// A pack writer that reserves `reserve` bytes when a pack starts.
+    pub fn with_capacity(kind: BlobKind, reserve: usize) -> Self {
         PackWriter {
             kind,
+            reserve,
             buf: Vec::new(),
             entries: Vec::new(),
         }
@@ -148,6 +156,31 @@ impl PackWriter {
             id,
             offset,
             length: sealed.len() as u32,
+            raw_len,
+        });
+    }
+
+    /// Compresses-or-not was decided by the caller; seals `payload` straight into the pack.
+    pub fn add_plain(
+        &mut self,
+        key: &MasterKey,
+        id: BlobId,
+        payload: &[u8],
+        raw_len: u32,
+        compressed: bool,
+    ) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.reserve);
+        }
+        let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
+        key.seal_into(&mut self.buf, payload, &PackEntry::aad(self.kind, &id));
+        let length = self.buf.len() as u32 - offset;
+        self.entries.push(PackEntry {
+            kind: self.kind,
+            compressed,
+            id,
+            offset,
+            length,
             raw_len,
         });
     }

@@ -16,7 +16,11 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Entry {
-    File { data: Vec<u8>, mode: u32, mtime: i64 },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
     Link(String),
     Dir(BTreeMap<String, Entry>, u32),
 }
@@ -35,7 +39,10 @@ fn entry() -> impl Strategy<Value = Entry> {
         .prop_map(|(data, mode, mtime)| Entry::File { data, mode, mtime });
     let leaf = prop_oneof![4 => file, 1 => "[a-z./]{1,12}".prop_map(Entry::Link)];
     leaf.prop_recursive(3, 40, 6, move |inner| {
-        (prop::collection::btree_map(name, inner, 0..6), prop_oneof![Just(0o755u32), Just(0o700)])
+        (
+            prop::collection::btree_map(name, inner, 0..6),
+            prop_oneof![Just(0o755u32), Just(0o700)],
+        )
             .prop_map(|(m, mode)| Entry::Dir(m, mode))
     })
 }
@@ -60,20 +67,35 @@ fn write(path: &Path, e: &Entry) {
 }
 
 fn assert_same(a: &Path, b: &Path) {
-    let (ma, mb) = (fs::symlink_metadata(a).unwrap(), fs::symlink_metadata(b).unwrap());
+    let (ma, mb) = (
+        fs::symlink_metadata(a).unwrap(),
+        fs::symlink_metadata(b).unwrap(),
+    );
     assert_eq!(ma.file_type(), mb.file_type(), "{}", b.display());
     if ma.is_symlink() {
         assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap());
         return;
     }
     assert_eq!(ma.mode(), mb.mode(), "mode of {}", b.display());
-    assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", b.display());
+    assert_eq!(
+        (ma.mtime(), ma.mtime_nsec()),
+        (mb.mtime(), mb.mtime_nsec()),
+        "mtime of {}",
+        b.display()
+    );
     if ma.is_file() {
-        assert!(fs::read(a).unwrap() == fs::read(b).unwrap(), "content of {}", b.display());
+        assert!(
+            fs::read(a).unwrap() == fs::read(b).unwrap(),
+            "content of {}",
+            b.display()
+        );
         return;
     }
     let names = |p: &Path| {
-        let mut v: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut v: Vec<_> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         v.sort();
         v
     };
@@ -85,13 +107,20 @@ fn assert_same(a: &Path, b: &Path) {
 }
 
 /// The tree id of directory `path` inside a snapshot rooted at `root`.
-fn subtree(repo: &Repository, root: &lifeboat_types::BlobId, path: &Path) -> lifeboat_types::BlobId {
+fn subtree(
+    repo: &Repository,
+    root: &lifeboat_types::BlobId,
+    path: &Path,
+) -> lifeboat_types::BlobId {
     let index = repo.load_index().unwrap().index;
     let mut id = *root;
     for c in path.strip_prefix("/").unwrap().components() {
         let tree = repo.read_tree(&index, &id).unwrap();
         let name = lifeboat_repo::tree::Name::from(c.as_os_str());
-        id = tree.find(&name).and_then(|n| n.subtree).expect("directory in snapshot");
+        id = tree
+            .find(&name)
+            .and_then(|n| n.subtree)
+            .expect("directory in snapshot");
     }
     id
 }

@@ -78,9 +78,15 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     s._rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
+        flag.store(true, Ordering::SeqCst);
     });
     opts.interrupt = Some(interrupt);
 

@@ -222,7 +222,7 @@ impl Shared<'_> {
     }
 
     fn upload(&self, pack: FinishedPack) {
-        if self.abort.load(Ordering::Relaxed) {
+        if self.stopped() {
             return;
         }
         let len = pack.bytes.len() as u64;
@@ -728,6 +728,15 @@ pub fn run(
         tree: root,
         summary,
     };
+    // Last chance to honour Ctrl-C: packs and index are kept (the next backup reuses them),
+    // but no snapshot appears.
+    if opts
+        .interrupt
+        .as_ref()
+        .is_some_and(|i| i.load(Ordering::SeqCst))
+    {
+        return Err(Error::Interrupted);
+    }
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupResult {
         id,

@@ -296,7 +296,28 @@ impl Repository {
 
     /// Resolves "latest", a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
-        let (snaps, _) = self.list_snapshots()?;
+        let mut snaps = Vec::new();
+        let mut damaged = Vec::new();
+        for (id, r) in self.list_snapshots_checked()? {
+            match r {
+                Ok(s) => snaps.push((id, s)),
+                Err(e) => damaged.push((id, e)),
+            }
+        }
+        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        if reference != "latest"
+            && !snaps
+                .iter()
+                .any(|(id, _)| id.to_hex().starts_with(reference))
+        {
+            // Say "damaged", not "no such snapshot", when the one asked for is unreadable.
+            if let Some((_, e)) = damaged
+                .into_iter()
+                .find(|(id, _)| id.to_hex().starts_with(reference))
+            {
+                return Err(e);
+            }
+        }
         if reference == "latest" {
             return snaps.into_iter().last().ok_or(Error::SnapshotNotFound {
                 reference: reference.into(),

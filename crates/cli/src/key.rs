@@ -31,7 +31,11 @@ struct NewSecret {
 impl NewSecret {
     fn read(&self) -> Result<Vec<u8>> {
         if let Some(f) = &self.new_key_file {
-            return std::fs::read(f).with_context(|| format!("read {}", f.display()));
+            let bytes = std::fs::read(f).with_context(|| format!("read {}", f.display()))?;
+            if bytes.is_empty() {
+                bail!("the new key file {} is empty", f.display());
+            }
+            return Ok(bytes);
         }
         if let Some(f) = &self.new_password_file {
             let s = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
@@ -42,6 +46,9 @@ impl NewSecret {
             return Ok(pw.as_bytes().to_vec());
         }
         if let Ok(p) = std::env::var("LIFEBOAT_NEW_PASSWORD") {
+            if p.is_empty() {
+                bail!("LIFEBOAT_NEW_PASSWORD is empty");
+            }
             return Ok(p.into_bytes());
         }
         bail!(

@@ -1,7 +1,8 @@
 //! The backup pipeline: walk → read + chunk + hash + dedup → compress + encrypt + pack → upload.
 //!
 //! Stages are threads joined by bounded channels, so memory stays bounded whatever the input:
-//! at most `2 × threads` chunks wait for compression and one finished pack waits for upload.
+//! at most `2 × threads` chunks wait for compression, and a finished pack is handed straight
+//! to an idle uploader (rendezvous).
 //! Only the walker touches directories; it hands files that changed since the parent snapshot to
 //! the readers and reuses the parent's blob list for the rest (size + mtime + ctime + inode).
 
@@ -320,8 +321,12 @@ impl Walker<'_, '_> {
             let path = match entry {
                 VirtualEntry::Dir(_, p) | VirtualEntry::Source(p) => p,
             };
-            let md = std::fs::symlink_metadata(path)
-                .map_err(|e| Error::io("cannot read source", path, e))?;
+            // Ancestors of a source may be symlinks to directories (e.g. /var/run): follow those.
+            let md = match entry {
+                VirtualEntry::Dir(..) => std::fs::metadata(path),
+                VirtualEntry::Source(_) => std::fs::symlink_metadata(path),
+            }
+            .map_err(|e| Error::io("cannot read source", path, e))?;
             match entry {
                 VirtualEntry::Source(p) => {
                     self.add_entry(&mut children, name.clone(), p, md, parent)?
@@ -652,11 +657,11 @@ pub fn run(
         drop(blob_tx);
 
         // Collect every file's blob list (readers finish when the job channel drains).
-        let mut results: Vec<Option<Vec<BlobId>>> = vec![None; next_job];
+        let mut results: Vec<Option<(Vec<BlobId>, u64)>> = vec![None; next_job];
         let mut paths_failed = Vec::new();
         for (idx, path, r) in done_rx.iter() {
             match r {
-                Ok((ids, _)) => results[idx] = Some(ids),
+                Ok(r) => results[idx] = Some(r),
                 Err(ReadError::Io(e)) => paths_failed.push((path, e)),
                 Err(ReadError::Aborted) => {}
             }
@@ -855,7 +860,7 @@ fn build_trees(
     shared: &Shared<'_>,
     dirs: Vec<DirBuild>,
     root_children: Vec<Child>,
-    results: &[Option<Vec<BlobId>>],
+    results: &[Option<(Vec<BlobId>, u64)>],
     summary: &mut Summary,
     packs: &Sender<FinishedPack>,
 ) -> BlobId {
@@ -869,8 +874,9 @@ fn build_trees(
             match c {
                 Child::Ready(n) => nodes.push(n),
                 Child::File { mut node, job } => {
-                    if let Some(ids) = &results[job] {
+                    if let Some((ids, read)) = &results[job] {
                         node.content = ids.clone();
+                        node.size = *read; // the file may have changed size while being read
                         nodes.push(node);
                     }
                 }

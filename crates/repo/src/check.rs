@@ -145,7 +145,14 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             continue;
         };
         let key = index_key(&id);
-        let bytes = repo.block_on(repo.store().get(&key))?;
+        let bytes = match repo.block_on(repo.store().get(&key)) {
+            Ok(b) => b,
+            Err(e) => {
+                any_bad_index = true;
+                c.add(Severity::Error, key, format!("cannot read index file: {e}"));
+                continue;
+            }
+        };
         if IndexId(*blake3::hash(&bytes).as_bytes()) != id {
             any_bad_index = true;
             c.add(
@@ -358,9 +365,10 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
     type Problem = (PackId, Option<BlobId>, String, bool);
     let problems: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     progress.add_total(packs.iter().map(|p| p.1).sum());
+    // One whole pack in memory per thread: cores, not more, keeps RSS near 2 × pack size.
     let threads = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4);
+        .map(|n| n.get())
+        .unwrap_or(2);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {

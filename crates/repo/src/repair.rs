@@ -53,6 +53,10 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
         written.insert(repo.save_index(chunk)?);
         report.index_files_written += 1;
     }
+    if !report.packs_unreadable.is_empty() {
+        // Old index files may be the only record of blobs in unreadable packs: keep them.
+        return Ok(report);
+    }
     for id in old.iter().filter(|id| !written.contains(id)) {
         repo.block_on(repo.store().delete(&index_key(id)))?;
         report.index_files_removed += 1;

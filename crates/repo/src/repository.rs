@@ -137,7 +137,8 @@ impl Repository {
             if slot.version > crate::keys::KEY_FORMAT_VERSION {
                 continue;
             }
-            if let Some(key) = slot.unwrap_key(secret).map_err(Error::Key)? {
+            // A slot we cannot evaluate (unknown KDF, bad parameters) must not lock out the others.
+            if let Ok(Some(key)) = slot.unwrap_key(secret) {
                 let config = RepoConfig::open(&key, &stored)?;
                 return Ok(Repository {
                     store,
@@ -273,10 +274,8 @@ impl Repository {
                 .buffer_unordered(READ_CONCURRENCY)
                 .collect(),
         );
-        out.sort_by(|a, b| match (&a.1, &b.1) {
-            (Ok(x), Ok(y)) => x.time.cmp(&y.time).then(a.0.cmp(&b.0)),
-            _ => a.0.cmp(&b.0),
-        });
+        // Readable snapshots by time, then damaged ones by id: a total order.
+        out.sort_by_key(|(id, r)| (r.as_ref().ok().map(|s| s.time), r.is_err(), *id));
         Ok(out)
     }
 

@@ -30,7 +30,7 @@ use crate::tree::{Node, NodeKind};
 /// Blobs closer than this inside a pack are fetched with one ranged read.
 const COALESCE_GAP: u64 = 256 * 1024;
 /// Upper bound of one ranged read.
-const MAX_READ: u64 = 32 * 1024 * 1024;
+const MAX_READ: u64 = 8 * 1024 * 1024;
 
 /// When to rewrite a file that already exists in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,9 +142,16 @@ pub fn run(
     // 2. Directories (metadata is applied at the end, deepest first).
     fs::create_dir_all(&opts.target)
         .map_err(|e| Error::io("cannot create target directory", &opts.target, e))?;
+    // Parents come before children. A non-directory (e.g. a planted symlink) where the snapshot
+    // has a directory is replaced, so nothing is ever written outside the target.
     for (rel, _) in &plan.dirs {
         let dest = opts.target.join(rel);
-        fs::create_dir_all(&dest).map_err(|e| Error::io("cannot create directory", &dest, e))?;
+        match fs::symlink_metadata(&dest) {
+            Ok(md) if md.is_dir() => continue,
+            Ok(_) => fs::remove_file(&dest).map_err(|e| Error::io("cannot replace", &dest, e))?,
+            Err(_) => {}
+        }
+        fs::create_dir(&dest).map_err(|e| Error::io("cannot create directory", &dest, e))?;
     }
 
     // 3. Files: decide what to write, create temp files, group blobs by pack.

@@ -38,8 +38,8 @@ impl ChunkerParams {
             && self.avg_size <= self.max_size
             && self.max_size <= 16 * 1024 * 1024
             && self.avg_size.is_power_of_two()
-            && self.min_size % 2 == 0
-            && self.max_size % 2 == 0;
+            && self.min_size.is_multiple_of(2)
+            && self.max_size.is_multiple_of(2);
         if ok {
             Ok(())
         } else {

@@ -223,7 +223,7 @@ mod tests {
     fn entry(i: u8) -> PackEntry {
         PackEntry {
             kind: BlobKind::Data,
-            compressed: i % 2 == 0,
+            compressed: i.is_multiple_of(2),
             id: BlobId([i; 32]),
             offset: i as u32 * 10,
             length: 10,

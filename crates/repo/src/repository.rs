@@ -59,6 +59,9 @@ pub struct LoadedIndex {
     pub warnings: Vec<String>,
 }
 
+/// Snapshots with their ids, oldest first.
+pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
+
 fn key_slot_key(id: &KeyId) -> String {
     format!("keys/{}", id.to_hex())
 }
@@ -280,7 +283,7 @@ impl Repository {
     }
 
     /// Every readable snapshot sorted by time, plus warnings for damaged ones.
-    pub fn list_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<String>)> {
+    pub fn list_snapshots(&self) -> Result<(SnapshotList, Vec<String>)> {
         let mut ok = Vec::new();
         let mut warnings = Vec::new();
         for (id, r) in self.list_snapshots_checked()? {
@@ -289,7 +292,7 @@ impl Repository {
                 Err(e) => warnings.push(format!("skipping snapshot {}: {e}", id.short())),
             }
         }
-        ok.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        ok.sort_by_key(|(_, s)| s.time);
         Ok((ok, warnings))
     }
 
@@ -303,7 +306,7 @@ impl Repository {
                 Err(e) => damaged.push((id, e)),
             }
         }
-        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        snaps.sort_by_key(|(_, s)| s.time);
         if reference != "latest"
             && !snaps
                 .iter()

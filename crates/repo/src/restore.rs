@@ -95,6 +95,9 @@ pub struct RestoreSummary {
     pub duration_secs: f64,
 }
 
+/// A blob to fetch and where it goes: (entry, offset in file, file index).
+type BlobTarget = (PackEntry, u64, usize);
+
 struct FileItem {
     dest: PathBuf,
     temp: PathBuf,
@@ -235,8 +238,7 @@ pub fn run(
     let fatal = Mutex::new(None::<Error>);
     let stop = AtomicBool::new(false);
     let written = AtomicU64::new(0);
-    let jobs: Mutex<Vec<(PackId, Vec<(PackEntry, u64, usize)>)>> =
-        Mutex::new(by_pack.into_iter().collect());
+    let jobs: Mutex<Vec<(PackId, Vec<BlobTarget>)>> = Mutex::new(by_pack.into_iter().collect());
     let work = || loop {
         let Some((pack, mut blobs)) = jobs.lock().expect("jobs").pop() else {
             return;

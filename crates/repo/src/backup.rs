@@ -35,6 +35,8 @@ use crate::walk::{absolute, kind_of, node_from_metadata, VirtualDir, VirtualEntr
 /// Packs uploaded before an intermediate index file is written, so an interrupted backup's
 /// uploads are reused by the next one.
 const PACKS_PER_CHECKPOINT: usize = 32;
+/// Chunk buffers larger than this are freed rather than pooled.
+const POOLED_BUFFER_MAX: usize = 2 * 1024 * 1024;
 
 /// Where a `--stdin` backup reads from.
 #[derive(Debug, Clone)]
@@ -539,7 +541,7 @@ pub fn run(
         bytes_stored: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         progress,
-        buffers: bounded(threads * 4),
+        buffers: bounded(threads * 2),
     };
     let chunker_key = repo.config().chunker_key_bytes()?;
     let params = repo.config().chunker;
@@ -557,7 +559,9 @@ pub fn run(
 
     let outcome = std::thread::scope(|s| -> Result<(BlobId, Summary, Vec<String>)> {
         let shared = &shared;
-        let uploaders: Vec<_> = (0..threads.max(2))
+        // A local disk absorbs a pack in milliseconds; remote stores need requests in flight.
+        let upload_threads = if repo.store().is_local() { 1 } else { threads.max(4) };
+        let uploaders: Vec<_> = (0..upload_threads)
             .map(|_| {
                 let rx: Receiver<FinishedPack> = pack_rx.clone();
                 s.spawn(move || rx.iter().for_each(|p| shared.upload(p)))
@@ -589,7 +593,10 @@ pub fn run(
                         ) {
                             let _ = tx.send(pack);
                         }
-                        let _ = shared.buffers.0.try_send(blob.data);
+                        // Pool only average-sized buffers; rare 8 MiB ones would pin memory.
+                        if blob.data.capacity() <= POOLED_BUFFER_MAX {
+                            let _ = shared.buffers.0.try_send(blob.data);
+                        }
                     }
                     if !writer.is_empty() && !shared.abort.load(Ordering::Relaxed) {
                         let _ = tx.send(writer.finish(shared.repo.key()));

@@ -199,7 +199,7 @@ impl Index {
         self.pack_pos.contains_key(id)
     }
 
-    /// Entries grouped by pack, in pack order (for check and repair).
+    /// Entries grouped by pack, each pack's entries sorted by offset (for check and repair).
     pub fn entries_by_pack(&self) -> HashMap<PackId, Vec<PackEntry>> {
         let mut out: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
         for s in &self.slots {

@@ -560,7 +560,11 @@ pub fn run(
     let outcome = std::thread::scope(|s| -> Result<(BlobId, Summary, Vec<String>)> {
         let shared = &shared;
         // A local disk absorbs a pack in milliseconds; remote stores need requests in flight.
-        let upload_threads = if repo.store().is_local() { 1 } else { threads.max(4) };
+        let upload_threads = if repo.store().is_local() {
+            1
+        } else {
+            threads.max(4)
+        };
         let uploaders: Vec<_> = (0..upload_threads)
             .map(|_| {
                 let rx: Receiver<FinishedPack> = pack_rx.clone();

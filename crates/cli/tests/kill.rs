@@ -367,22 +367,31 @@ fn ctrl_c_stops_backup_without_a_snapshot() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    dataset(&src);
+    // Six 16 MiB random files make several packs, so "the k-th new pack appeared" is a
+    // deterministic mid-backup moment (a time-based trigger raced the fast release-mode engine).
+    generate_tree(
+        &src,
+        0xc7_1c,
+        &TreeSpec {
+            files: 300,
+            max_file_size: 16 * 1024,
+            dirs: 12,
+            max_depth: 3,
+            duplicates: 0,
+            large_files: 6,
+            large_file_size: 16 << 20,
+        },
+    );
     let lb = new_repo(tmp.path(), 0);
 
-    let measure = Instant::now();
-    let probe = new_repo(tmp.path(), 1);
-    probe.backup(&[&src]);
-    let full = measure.elapsed();
-    fs::remove_dir_all(probe.repo()).expect("remove probe repo");
-
-    // While files are being read and chunked, twice.
-    for at in [0.2, 0.45] {
-        let what = format!("SIGINT at {at} of a {full:.2?} backup");
+    for new_packs in [1usize, 3] {
+        let what = format!("SIGINT after {new_packs} new pack(s)");
+        let repo = lb.repo().to_path_buf();
+        let base = objects(&repo).packs;
         let o = run_with_signal(
             lb.command(&[Path::new("backup"), &src]),
             Signal::SIGINT,
-            Trigger::After(full.mul_f64(at)),
+            Trigger::When(Box::new(move || objects(&repo).packs >= base + new_packs)),
         )
         .expect("spawn backup");
         assert!(o.signalled, "{what}: backup finished before SIGINT");

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use jiff::Timestamp;
 use lifeboat_types::{BlobId, PackId, SnapshotId};
 
@@ -452,15 +452,7 @@ impl Walker<'_, '_> {
 }
 
 fn build_globs(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(
-            Glob::new(p)
-                .map_err(|e| Error::InvalidInput(format!("bad --exclude pattern {p:?}: {e}")))?,
-        );
-    }
-    b.build()
-        .map_err(|e| Error::InvalidInput(format!("bad --exclude patterns: {e}")))
+    crate::walk::glob_set(patterns, "--exclude")
 }
 
 /// Opens a file for reading without updating its atime where the OS allows it.
@@ -833,6 +825,14 @@ fn backup_stream(
                 .map_err(|e| Error::io("cannot wait for", prog, e))?;
             let r = r.map_err(|e| map_err(e, prog))?;
             if !status.success() {
+                // Ctrl-C on a terminal reaches the command too; report the interrupt, not its death.
+                if shared
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst))
+                {
+                    return Err(Error::Interrupted);
+                }
                 shared.fail(Error::CommandFailed {
                     command: shown.clone(),
                     status: status.to_string(),

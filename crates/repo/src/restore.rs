@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use lifeboat_types::{BlobId, PackId};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -535,16 +535,7 @@ fn build_include(patterns: &[String]) -> Result<Option<GlobSet>> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(
-            Glob::new(p)
-                .map_err(|e| Error::InvalidInput(format!("bad --include pattern {p:?}: {e}")))?,
-        );
-    }
-    b.build()
-        .map(Some)
-        .map_err(|e| Error::InvalidInput(format!("bad --include patterns: {e}")))
+    crate::walk::glob_set(patterns, "--include").map(Some)
 }
 
 /// Collects what to restore below `tree`; returns true if anything was selected.

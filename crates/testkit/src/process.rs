@@ -169,7 +169,9 @@ mod tests {
             Command::new("sh")
                 .arg("-c")
                 .arg(format!("echo hi; touch {}; exec sleep 10", p.display())),
-            Signal::SIGINT,
+            // SIGKILL, not SIGINT: a shell still waiting for `touch` defers SIGINT and then
+            // execs `sleep` anyway, which made this test flaky.
+            Signal::SIGKILL,
             Trigger::PathExists(p),
         )
         .unwrap();

@@ -77,13 +77,17 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     }
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
-    s._rt.spawn(async move {
+    // Register the handlers before any work starts, so an early signal is never lost.
+    let (mut int, mut term) = s._rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return;
-        };
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    s._rt.spawn(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         flag.store(true, Ordering::SeqCst);

@@ -41,11 +41,12 @@ fn assert_mentions(r: &Run, needles: &[&str]) {
 fn missing_repository() {
     let t = tempdir();
     let nope = t.path().join("nope");
+    let never = t.path().join("never");
     let repo = Repo::at(&nope);
     for args in [
         vec!["snapshots"],
         vec!["backup", "/etc/hostname"],
-        vec!["restore", "latest", "--target", "/tmp/never"],
+        vec!["restore", "latest", "--target", never.to_str().unwrap()],
         vec!["check"],
         vec!["key", "list"],
     ] {
@@ -57,7 +58,7 @@ fn missing_repository() {
         !nope.exists(),
         "a read of a missing repository created {nope:?}"
     );
-    assert!(!Path::new("/tmp/never").exists());
+    assert!(!never.exists());
 
     // An empty directory is not a repository either.
     fs::create_dir(&nope).unwrap();

@@ -154,7 +154,7 @@ mod tests {
         let o = run_with_signal(
             &mut Command::new("true"),
             Signal::SIGKILL,
-            Trigger::After(Duration::from_secs(2)),
+            Trigger::After(Duration::from_secs(30)),
         )
         .unwrap();
         assert!(!o.signalled);

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -391,32 +391,17 @@ fn disk_full_while_restoring() {
         files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     let (repo, src) = one_snapshot_repo(t.path(), &borrowed);
 
-    let mnt = t.path().join("small");
-    let guard = match TmpfsMount::new(&mnt, "size=4m") {
-        Ok(g) => g,
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            return;
-        }
+    let Some((guard, target, r)) = restore_into_tmpfs(&repo, &t.path().join("small"), "size=4m")
+    else {
+        return;
     };
-    let target = guard.path.join("out");
-    let r = repo.run(&[
-        "restore".as_ref(),
-        "latest".as_ref(),
-        "--target".as_ref(),
-        target.as_os_str(),
-    ]);
     assert_ne!(
         r.code(),
         Some(0),
         "restoring 10 MiB into 4 MiB succeeded?\n{}",
         r.stdout()
     );
-    let err = r.stderr();
-    assert!(
-        err.contains("disk full") || err.contains("No space"),
-        "message should say the disk is full:\n{err}"
-    );
+    assert_says_disk_full(&r);
     assert_no_partial_files(&target, &src);
 
     // After making room, the same restore completes.
@@ -438,12 +423,32 @@ fn out_of_inodes_while_restoring_leaves_no_temp_files() {
     let borrowed: Vec<(&str, Vec<u8>)> =
         files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     let (repo, src) = one_snapshot_repo(t.path(), &borrowed);
-    let mnt = t.path().join("few-inodes");
-    let guard = match TmpfsMount::new(&mnt, "size=8m,nr_inodes=24") {
+    let Some((_guard, target, r)) =
+        restore_into_tmpfs(&repo, &t.path().join("few-inodes"), "size=8m,nr_inodes=24")
+    else {
+        return;
+    };
+    assert_ne!(
+        r.code(),
+        Some(0),
+        "restoring 40 files into 24 inodes succeeded?"
+    );
+    assert_says_disk_full(&r);
+    assert_no_partial_files(&target, &src);
+}
+
+/// Mounts a tmpfs with `options` at `mnt` and restores the latest snapshot into it; `None`
+/// (after printing why) where this machine cannot mount.
+fn restore_into_tmpfs(
+    repo: &Repo,
+    mnt: &Path,
+    options: &str,
+) -> Option<(TmpfsMount, PathBuf, Run)> {
+    let guard = match TmpfsMount::new(mnt, options) {
         Ok(g) => g,
         Err(why) => {
             eprintln!("skipping: {why}");
-            return;
+            return None;
         }
     };
     let target = guard.path.join("out");
@@ -453,17 +458,15 @@ fn out_of_inodes_while_restoring_leaves_no_temp_files() {
         "--target".as_ref(),
         target.as_os_str(),
     ]);
-    assert_ne!(
-        r.code(),
-        Some(0),
-        "restoring 40 files into 24 inodes succeeded?"
-    );
+    Some((guard, target, r))
+}
+
+fn assert_says_disk_full(r: &Run) {
     let err = r.stderr();
     assert!(
         err.contains("disk full") || err.contains("No space"),
-        "{err}"
+        "message should say the disk is full:\n{err}"
     );
-    assert_no_partial_files(&target, &src);
 }
 
 #[test]

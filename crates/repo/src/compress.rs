@@ -38,21 +38,6 @@ impl Compressor {
             Err(_) => false,
         }
     }
-
-    /// Returns `Some(compressed)` when compression pays, `None` to store raw.
-    pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        if data.len() < 64 {
-            return None;
-        }
-        if data.len() > 4 * SAMPLE_BYTES {
-            let sample = self.inner.compress(&data[..SAMPLE_BYTES]).ok()?;
-            if sample.len() * 100 > SAMPLE_BYTES * KEEP_RATIO_PERCENT {
-                return None;
-            }
-        }
-        let out = self.inner.compress(data).ok()?;
-        (out.len() * 100 <= data.len() * KEEP_RATIO_PERCENT).then_some(out)
-    }
 }
 
 thread_local! {
@@ -91,15 +76,17 @@ mod tests {
     fn compressible_is_compressed_random_is_not() {
         let mut c = Compressor::new(3);
         let text = b"lifeboat ".repeat(100_000);
-        let z = c.compress(&text).expect("text compresses");
+        let mut z = Vec::new();
+        assert!(c.compress_into(&text, &mut z), "text compresses");
+        assert!(z.len() < text.len() / 10);
         assert_eq!(decompress(&z, text.len()).unwrap(), text);
+        assert!(decompress(&z, text.len() - 1).is_err());
         let mut rnd = vec![0u8; 1 << 20];
         rand::thread_rng().fill_bytes(&mut rnd);
-        assert!(c.compress(&rnd).is_none());
-        assert!(decompress(&z, text.len() - 1).is_err());
         let mut buf = Vec::new();
-        assert!(c.compress_into(&text, &mut buf));
-        assert_eq!(buf, z);
-        assert!(!c.compress_into(&rnd, &mut buf));
+        assert!(
+            !c.compress_into(&rnd, &mut buf),
+            "random data is stored raw"
+        );
     }
 }

@@ -146,20 +146,6 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends a blob already sealed with [`PackEntry::aad`].
-    pub fn add(&mut self, id: BlobId, sealed: &[u8], raw_len: u32, compressed: bool) {
-        let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
-        self.buf.extend_from_slice(sealed);
-        self.entries.push(PackEntry {
-            kind: self.kind,
-            compressed,
-            id,
-            offset,
-            length: sealed.len() as u32,
-            raw_len,
-        });
-    }
-
     /// Compresses-or-not was decided by the caller; seals `payload` straight into the pack.
     pub fn add_plain(
         &mut self,
@@ -295,8 +281,7 @@ mod tests {
         for i in 0..5u8 {
             let plain = vec![i; 100 + i as usize];
             let id = key.blob_id(&plain);
-            let sealed = key.seal(&plain, &PackEntry::aad(BlobKind::Data, &id));
-            w.add(id, &sealed, plain.len() as u32, false);
+            w.add_plain(&key, id, &plain, plain.len() as u32, false);
         }
         let p = w.finish(&key);
         assert!(w.is_empty());

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use lifeboat_store::Store;
 use lifeboat_types::{BlobId, IndexId, KeyId, PackId, SnapshotId};
@@ -278,35 +277,36 @@ impl Repository {
                 .collect(),
         );
         // Readable snapshots by time, then damaged ones by id: a total order.
-        out.sort_by_key(|(id, r)| (r.as_ref().ok().map(|s| s.time), r.is_err(), *id));
+        out.sort_by_key(|(id, r)| (r.is_err(), r.as_ref().ok().map(|s| s.time), *id));
         Ok(out)
+    }
+
+    /// Readable snapshots (oldest first) and damaged ones with what is wrong.
+    fn partition_snapshots(&self) -> Result<(SnapshotList, Vec<(SnapshotId, Error)>)> {
+        let mut ok = Vec::new();
+        let mut damaged = Vec::new();
+        for (id, r) in self.list_snapshots_checked()? {
+            match r {
+                Ok(s) => ok.push((id, s)),
+                Err(e) => damaged.push((id, e)),
+            }
+        }
+        Ok((ok, damaged))
     }
 
     /// Every readable snapshot sorted by time, plus warnings for damaged ones.
     pub fn list_snapshots(&self) -> Result<(SnapshotList, Vec<String>)> {
-        let mut ok = Vec::new();
-        let mut warnings = Vec::new();
-        for (id, r) in self.list_snapshots_checked()? {
-            match r {
-                Ok(s) => ok.push((id, s)),
-                Err(e) => warnings.push(format!("skipping snapshot {}: {e}", id.short())),
-            }
-        }
-        ok.sort_by_key(|(_, s)| s.time);
+        let (ok, damaged) = self.partition_snapshots()?;
+        let warnings = damaged
+            .iter()
+            .map(|(id, e)| format!("skipping snapshot {}: {e}", id.short()))
+            .collect();
         Ok((ok, warnings))
     }
 
     /// Resolves "latest", a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
-        let mut snaps = Vec::new();
-        let mut damaged = Vec::new();
-        for (id, r) in self.list_snapshots_checked()? {
-            match r {
-                Ok(s) => snaps.push((id, s)),
-                Err(e) => damaged.push((id, e)),
-            }
-        }
-        snaps.sort_by_key(|(_, s)| s.time);
+        let (snaps, damaged) = self.partition_snapshots()?;
         if reference != "latest"
             && !snaps
                 .iter()
@@ -503,12 +503,6 @@ impl Repository {
             ));
         }
         Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {}", id.short()), e))
-    }
-
-    /// Stores raw bytes at a key (used by repair).
-    pub fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.block_on(self.store.put(key, Bytes::from(bytes)))?;
-        Ok(())
     }
 }
 

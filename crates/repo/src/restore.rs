@@ -656,25 +656,25 @@ fn verify_one(
 /// Lists a snapshot's entries below `prefix` (for `ls`).
 pub fn list(repo: &Repository, snapshot: &Snapshot, prefix: &str) -> Result<Vec<(String, Node)>> {
     let loaded = repo.load_index()?;
-    let mut out = Vec::new();
+    let prefix = Path::new(prefix);
     let mut stack: Vec<(PathBuf, BlobId)> = vec![(PathBuf::from("/"), snapshot.tree)];
     let mut seen = BTreeMap::new();
     while let Some((at, id)) = stack.pop() {
         let t = repo.read_tree(&loaded.index, &id)?;
         for node in t.nodes {
             let path = at.join(node.name.as_os_str());
-            let shown = path.display().to_string();
-            if node.kind == NodeKind::Dir {
+            // Component-wise: `ls SNAP /x/a` must not list the sibling `/x/ab`.
+            let below = path.starts_with(prefix);
+            // Descend only where something below can match: into the prefix or its ancestors.
+            if node.kind == NodeKind::Dir && (below || prefix.starts_with(&path)) {
                 if let Some(sub) = node.subtree {
                     stack.push((path.clone(), sub));
                 }
             }
-            // Component-wise: `ls SNAP /x/a` must not list the sibling `/x/ab`.
-            if path.starts_with(prefix) {
-                seen.insert(shown, node);
+            if below {
+                seen.insert(path.display().to_string(), node);
             }
         }
     }
-    out.extend(seen);
-    Ok(out)
+    Ok(seen.into_iter().collect())
 }

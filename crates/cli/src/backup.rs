@@ -46,6 +46,9 @@ pub struct Args {
     /// The command for --stdin-from-command.
     #[arg(last = true)]
     command: Vec<String>,
+    /// Record this snapshot time instead of now (RFC 3339, e.g. 2026-01-31T23:00:00Z).
+    #[arg(long)]
+    time: Option<jiff::Timestamp>,
     /// Worker threads per pipeline stage (default: cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -59,6 +62,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     opts.tags = a.tags;
     opts.host = a.host;
     opts.force_full = a.force;
+    opts.time = a.time;
     if let Some(t) = a.threads {
         opts.threads = t;
     }

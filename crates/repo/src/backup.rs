@@ -68,6 +68,8 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Set to stop early; no snapshot is written.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Snapshot time to record instead of now (importing history, tests of retention).
+    pub time: Option<Timestamp>,
 }
 
 impl BackupOptions {
@@ -85,6 +87,7 @@ impl BackupOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             interrupt: None,
+            time: None,
         }
     }
 }
@@ -474,7 +477,7 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupResult> {
     let started = Instant::now();
-    let time = Timestamp::now();
+    let time = opts.time.unwrap_or_else(Timestamp::now);
     let host = opts.host.clone().unwrap_or_else(crate::host_name);
     let loaded = repo.load_index()?;
     let mut warnings = loaded.warnings.clone();

@@ -10,6 +10,8 @@ use lifeboat_repo::backup::{self, StdinSource};
 use lifeboat_repo::BackupOptions;
 use lifeboat_types::human_bytes;
 
+use lifeboat_repo::lock::LockKind;
+
 use crate::common::{open, print_json, GlobalArgs};
 use crate::exit;
 use crate::progress::Bar;
@@ -57,6 +59,7 @@ pub struct Args {
 /// Runs `backup`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
+    let _lock = g.lock(&s.repo, LockKind::Shared, "backup")?;
     let mut opts = BackupOptions::new(a.paths);
     opts.excludes = a.excludes;
     opts.tags = a.tags;

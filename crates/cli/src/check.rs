@@ -35,6 +35,7 @@ fn parse_percent(s: &str) -> Result<f64> {
 /// Runs `check`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
+    let _lock = g.read_lock(&s.repo, "check")?;
     let mode = match (&a.read_data_subset, a.read_data) {
         (Some(p), _) => ReadData::SubsetPercent(parse_percent(p)?),
         (None, true) => ReadData::All,

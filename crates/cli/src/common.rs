@@ -2,9 +2,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use lifeboat_repo::lock::{LockKind, LockOptions, RepoLock};
 use lifeboat_repo::Repository;
 use lifeboat_store::{Store, StoreOptions};
 use tokio::runtime::Runtime;
@@ -36,6 +38,15 @@ pub struct GlobalArgs {
     /// S3 region (else AWS_REGION).
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
+    /// Keep retrying this long (e.g. "10m") while another process holds a conflicting lock.
+    #[arg(long, env = "LIFEBOAT_RETRY_LOCK", global = true, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub retry_lock: Duration,
+    /// A lock not refreshed for this long (by the store's clock) is stale.
+    #[arg(long, env = "LIFEBOAT_LOCK_EXPIRY", global = true, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub lock_expiry: Duration,
+    /// Read-only commands (restore, check, ls) take no lock: for read-only repositories.
+    #[arg(long, global = true)]
+    pub no_lock: bool,
 }
 
 impl GlobalArgs {
@@ -72,6 +83,23 @@ impl GlobalArgs {
             return Ok(p.into_bytes());
         }
         bail!("no password given: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, or pass --password-file / --key-file")
+    }
+
+    /// Takes a repository lock with the global lock options.
+    pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<RepoLock> {
+        let opts = LockOptions {
+            expiry: self.lock_expiry,
+            retry_for: self.retry_lock,
+        };
+        Ok(repo.lock(kind, operation, &opts)?)
+    }
+
+    /// A shared lock for a read-only command, unless `--no-lock` was given.
+    pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<RepoLock>> {
+        if self.no_lock {
+            return Ok(None);
+        }
+        self.lock(repo, LockKind::Shared, operation).map(Some)
     }
 
     /// Human output allowed?

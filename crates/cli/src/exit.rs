@@ -18,6 +18,8 @@ pub const NO_REPOSITORY: u8 = 10;
 pub const WRONG_PASSWORD: u8 = 11;
 /// Repository format is newer than this binary.
 pub const UNSUPPORTED_VERSION: u8 = 12;
+/// Another process holds a conflicting repository lock.
+pub const LOCKED: u8 = 13;
 /// Interrupted (Ctrl-C / SIGTERM); no snapshot was written.
 pub const INTERRUPTED: u8 = 130;
 
@@ -31,6 +33,7 @@ pub fn for_error(e: &anyhow::Error) -> ExitCode {
             Error::WrongPassword { .. } => WRONG_PASSWORD,
             Error::UnsupportedVersion { .. } => UNSUPPORTED_VERSION,
             Error::Interrupted => INTERRUPTED,
+            Error::Locked { .. } => LOCKED,
             _ => FATAL,
         })
         .unwrap_or(FATAL);

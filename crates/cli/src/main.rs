@@ -15,6 +15,7 @@ mod quickstart;
 mod repair;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,8 @@ enum Command {
     Key(key::Args),
     /// Repair repository metadata.
     Repair(repair::Args),
+    /// Show repository locks and remove stale ones.
+    Unlock(unlock::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
         Command::Repair(a) => repair::run(&cli.global, a),
+        Command::Unlock(a) => unlock::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

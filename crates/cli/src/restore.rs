@@ -37,6 +37,7 @@ pub struct Args {
 /// Runs `restore`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
+    let _lock = g.read_lock(&s.repo, "restore")?;
     let (id, snap) = s.repo.find_snapshot(&a.snapshot)?;
     let mut opts = RestoreOptions::new(a.target.clone());
     opts.include = a.include;

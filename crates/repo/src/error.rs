@@ -94,6 +94,18 @@ pub enum Error {
     /// Invalid arguments or options.
     #[error("{0}")]
     InvalidInput(String),
+    /// Another process holds a conflicting lock.
+    #[error("repository is locked: {holders}; wait for it to finish, retry with --retry-lock DURATION, or if you are sure the holder is dead run `lifeboat unlock`")]
+    Locked {
+        /// Who holds it (host, pid, age).
+        holders: String,
+    },
+    /// This process's lock expired or was removed; it stopped before writing anything more.
+    #[error("lost the repository lock: {reason}; nothing more was written, run the command again")]
+    LockLost {
+        /// What happened.
+        reason: String,
+    },
     /// The operation was interrupted (Ctrl-C).
     #[error("interrupted; no snapshot was written")]
     Interrupted,

@@ -134,12 +134,17 @@ impl Index {
         self.sorted = false;
     }
 
+    /// Makes room for `blobs` more entries at once, so loading never doubles the slot vector.
+    pub fn reserve(&mut self, blobs: usize) {
+        self.slots.reserve_exact(blobs);
+    }
+
     /// Sorts and drops exact duplicates (the same pack listed by two index files).
     pub fn finalize(&mut self) {
         self.slots
             .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
         self.slots.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
-        self.slots.shrink_to_fit();
+        // No shrink_to_fit: it would copy the whole vector; unused capacity was never touched.
         self.sorted = true;
     }
 
@@ -177,6 +182,29 @@ impl Index {
                 raw_len: s.raw_len,
             },
         }
+    }
+
+    /// Position of the first copy of a blob: a dense key for per-blob bitsets (prune, stats).
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        debug_assert!(self.sorted, "Index::finalize must run before lookups");
+        let lo = self.slots.partition_point(|s| s.id < *id);
+        (self.slots.get(lo)?.id == *id).then_some(lo)
+    }
+
+    /// The entry at `pos` (0..len) and its pack's position in [`Index::packs`].
+    pub fn at(&self, pos: usize) -> (u32, PackEntry) {
+        let s = &self.slots[pos];
+        (s.pack, self.location(s).entry)
+    }
+
+    /// Entry positions ordered by (pack, offset): walk packs without copying the index.
+    pub fn positions_by_pack(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.slots.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let s = &self.slots[i as usize];
+            (s.pack, s.offset)
+        });
+        order
     }
 
     /// Number of blob entries.

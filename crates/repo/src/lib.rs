@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod error;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod pack;
 pub mod progress;
 pub mod repair;

@@ -171,6 +171,24 @@ impl PackWriter {
         });
     }
 
+    /// Appends a blob that is already sealed (prune and copy between repositories sharing
+    /// a key move blobs without re-encrypting them; the AAD binds kind and id, not position).
+    pub fn add_sealed(&mut self, id: BlobId, sealed: &[u8], raw_len: u32, compressed: bool) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.reserve);
+        }
+        let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(PackEntry {
+            kind: self.kind,
+            compressed,
+            id,
+            offset,
+            length: sealed.len() as u32,
+            raw_len,
+        });
+    }
+
     /// Writes the trailer and footer; the writer is left empty for the next pack.
     pub fn finish(&mut self, key: &MasterKey) -> FinishedPack {
         let mut bytes = std::mem::take(&mut self.buf);

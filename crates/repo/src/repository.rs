@@ -15,6 +15,7 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::index::{decode_index, encode_index, index_key, Index};
 use crate::keys::{KdfParams, KeySlot};
+use crate::lock::{HeldLock, LockKind, LockOptions, LockShared, RepoLock};
 use crate::pack::{pack_id_from_key, pack_key, parse_trailer, BlobKind, PackEntry, TrailerError};
 use crate::snapshot::{snapshot_key, Snapshot};
 use crate::tree::Tree;
@@ -46,6 +47,8 @@ pub struct Repository {
     key: MasterKey,
     key_id: KeyId,
     config: RepoConfig,
+    /// The lock this process holds, if any; writes check it first (self-fencing).
+    lock: HeldLock,
 }
 
 /// The index as loaded, with what went wrong while loading it.
@@ -115,6 +118,7 @@ impl Repository {
             key,
             key_id,
             config,
+            lock: HeldLock::default(),
         })
     }
 
@@ -148,12 +152,31 @@ impl Repository {
                     key,
                     key_id: *key_id,
                     config,
+                    lock: HeldLock::default(),
                 });
             }
         }
         Err(Error::WrongPassword {
             location: store.location().to_owned(),
         })
+    }
+
+    /// Takes a repository lock (see [`crate::lock`]); writes made while it is held check it.
+    pub fn lock(&self, kind: LockKind, operation: &str, opts: &LockOptions) -> Result<RepoLock> {
+        crate::lock::acquire(self, kind, operation, opts)
+    }
+
+    pub(crate) fn set_lock(&self, held: std::sync::Weak<LockShared>) {
+        *self.lock.lock().expect("held lock mutex") = held;
+    }
+
+    /// Ok unless this process took a lock and has lost it: the fence before every write.
+    pub fn check_lock(&self) -> Result<()> {
+        let held = self.lock.lock().expect("held lock mutex").upgrade();
+        match held {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
     }
 
     /// Runs a store future to completion from synchronous code.
@@ -244,6 +267,7 @@ impl Repository {
 
     /// Writes a snapshot; the last step of a backup.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        self.check_lock()?;
         let id = SnapshotId(rand::random());
         self.block_on(
             self.store
@@ -344,6 +368,7 @@ impl Repository {
 
     /// Writes one index file for these packs (after the packs themselves are stored).
     pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+        self.check_lock()?;
         let (id, bytes) = encode_index(&self.key, packs);
         self.block_on(self.store.put(&index_key(&id), bytes.into()))?;
         Ok(id)
@@ -357,8 +382,16 @@ impl Repository {
             .iter()
             .filter_map(|m| m.key.strip_prefix("index/")?.parse().ok())
             .collect();
-        let results: Vec<(IndexId, Result<_>)> = self.block_on(
-            stream::iter(ids)
+        // Reserve from the stored sizes (an entry never stores in fewer than ~30 bytes) and
+        // add each file as it arrives: peak memory stays near the index itself, and the
+        // over-reserved tail is never touched, so it costs address space, not RSS.
+        let stored: u64 = metas.iter().map(|m| m.size).sum();
+        let mut index = Index::new();
+        index.reserve((stored / 30) as usize);
+        let mut files = Vec::new();
+        let mut warnings = Vec::new();
+        self.block_on(async {
+            let mut results = stream::iter(ids)
                 .map(|id| async move {
                     let key = index_key(&id);
                     let r = match self.store.get(&key).await {
@@ -367,23 +400,19 @@ impl Repository {
                     };
                     (id, r)
                 })
-                .buffer_unordered(READ_CONCURRENCY)
-                .collect(),
-        );
-        let mut index = Index::new();
-        let mut files = Vec::new();
-        let mut warnings = Vec::new();
-        for (id, r) in results {
-            match r {
-                Ok(packs) => {
-                    files.push(id);
-                    for (p, entries) in &packs {
-                        index.add_pack(*p, entries);
+                .buffer_unordered(READ_CONCURRENCY);
+            while let Some((id, r)) = results.next().await {
+                match r {
+                    Ok(packs) => {
+                        files.push(id);
+                        for (p, entries) in &packs {
+                            index.add_pack(*p, entries);
+                        }
                     }
+                    Err(e) => warnings.push(format!("{e}")),
                 }
-                Err(e) => warnings.push(format!("{e}")),
             }
-        }
+        });
         if !warnings.is_empty() {
             let packs = self.list_packs()?;
             let missing: Vec<(PackId, u64)> = packs

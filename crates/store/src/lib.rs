@@ -45,6 +45,9 @@ pub struct ObjectMeta {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, by the store's clock (the server's, for S3): lock
+    /// expiry compares two of these so client clock skew cannot break a lock.
+    pub last_modified: std::time::SystemTime,
 }
 
 /// Handle to a storage location; cheap to clone (Arc inside).
@@ -263,6 +266,7 @@ impl Store {
         Ok(ObjectMeta {
             key: key.to_owned(),
             size: meta.size,
+            last_modified: meta.last_modified.into(),
         })
     }
 
@@ -289,6 +293,7 @@ impl Store {
                     .map_ok(|m| ObjectMeta {
                         key: m.location.to_string(),
                         size: m.size,
+                        last_modified: m.last_modified.into(),
                     })
                     .try_collect::<Vec<_>>()
                     .await

@@ -34,6 +34,7 @@ pub fn for_error(e: &anyhow::Error) -> ExitCode {
             Error::UnsupportedVersion { .. } => UNSUPPORTED_VERSION,
             Error::Interrupted => INTERRUPTED,
             Error::Locked { .. } => LOCKED,
+            Error::PruneRefused { .. } => DAMAGED,
             _ => FATAL,
         })
         .unwrap_or(FATAL);

@@ -11,6 +11,7 @@ mod init;
 mod key;
 mod ls;
 mod progress;
+mod prune;
 mod quickstart;
 mod repair;
 mod restore;
@@ -54,6 +55,8 @@ enum Command {
     Check(check::Args),
     /// Manage passwords and key files (key slots).
     Key(key::Args),
+    /// Delete data no snapshot needs; repack packs that are mostly waste.
+    Prune(prune::Args),
     /// Repair repository metadata.
     Repair(repair::Args),
     /// Show repository locks and remove stale ones.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
+        Command::Prune(a) => prune::run(&cli.global, a),
         Command::Repair(a) => repair::run(&cli.global, a),
         Command::Unlock(a) => unlock::run(&cli.global, a),
     };

@@ -106,6 +106,12 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// Prune found something that makes deleting unsafe; it stopped before deleting anything.
+    #[error("prune refused: {reason}")]
+    PruneRefused {
+        /// What was found.
+        reason: String,
+    },
     /// The operation was interrupted (Ctrl-C).
     #[error("interrupted; no snapshot was written")]
     Interrupted,

@@ -222,6 +222,11 @@ impl Index {
         &self.packs
     }
 
+    /// The pack's position in [`Index::packs`], if indexed.
+    pub fn pack_position(&self, id: &PackId) -> Option<u32> {
+        self.pack_pos.get(id).copied()
+    }
+
     /// True if the pack is indexed.
     pub fn has_pack(&self, id: &PackId) -> bool {
         self.pack_pos.contains_key(id)

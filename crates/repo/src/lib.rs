@@ -28,6 +28,7 @@ pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod progress;
+pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restore;

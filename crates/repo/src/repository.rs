@@ -477,13 +477,18 @@ impl Repository {
 
     /// Decrypts, decompresses and returns a blob's plaintext.
     pub fn read_blob(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
+        self.block_on(self.read_blob_async(index, id))
+    }
+
+    /// [`Repository::read_blob`] for callers that fetch many blobs concurrently.
+    pub async fn read_blob_async(&self, index: &Index, id: &BlobId) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or(Error::BlobNotFound { id: *id })?;
         let key = pack_key(&loc.pack);
         let e = loc.entry;
-        let sealed = self.block_on(
-            self.store
-                .get_range(&key, e.offset as u64..e.offset as u64 + e.length as u64),
-        )?;
+        let sealed = self
+            .store
+            .get_range(&key, e.offset as u64..e.offset as u64 + e.length as u64)
+            .await?;
         self.open_blob(&key, &e, &sealed)
     }
 
@@ -517,6 +522,11 @@ impl Repository {
 
     /// Reads and decodes a tree blob.
     pub fn read_tree(&self, index: &Index, id: &BlobId) -> Result<Tree> {
+        self.block_on(self.read_tree_async(index, id))
+    }
+
+    /// [`Repository::read_tree`] for callers that walk many trees concurrently.
+    pub async fn read_tree_async(&self, index: &Index, id: &BlobId) -> Result<Tree> {
         let loc = index.get(id).ok_or(Error::BlobNotFound { id: *id })?;
         if loc.entry.kind != BlobKind::Tree {
             return Err(Error::corrupt(
@@ -524,7 +534,7 @@ impl Repository {
                 format!("blob {} is not a tree", id.short()),
             ));
         }
-        let plain = self.read_blob(index, id)?;
+        let plain = self.read_blob_async(index, id).await?;
         if self.key.blob_id(&plain) != *id {
             return Err(Error::corrupt(
                 pack_key(&loc.pack),

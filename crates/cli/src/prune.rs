@@ -1,0 +1,109 @@
+//! `lifeboat prune`: delete data no snapshot references and repack wasteful packs.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use lifeboat_repo::lock::LockKind;
+use lifeboat_repo::prune::{self, PruneOptions, PruneReport};
+use lifeboat_types::human_bytes;
+
+use crate::common::{open, print_json, GlobalArgs};
+use crate::progress::Bar;
+
+/// Arguments of `prune`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Repack a pack once more than this share of it is unused, e.g. "5%" ("0%": any waste).
+    #[arg(long, default_value = "5%")]
+    max_unused: String,
+    /// Only report what would be deleted and repacked.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Parses "5%", "5" or "0.5%" into a fraction.
+pub fn parse_share(s: &str) -> Result<f64> {
+    let n: f64 = match s.trim_end_matches('%').parse() {
+        Ok(n) => n,
+        Err(_) => bail!("--max-unused wants a percentage like 5%, got {s:?}"),
+    };
+    if !(0.0..=100.0).contains(&n) {
+        bail!("--max-unused must be between 0% and 100%, got {s:?}");
+    }
+    Ok(n / 100.0)
+}
+
+/// Runs `prune`.
+pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
+    let opts = PruneOptions {
+        max_unused: parse_share(&a.max_unused)?,
+        dry_run: a.dry_run,
+    };
+    let s = open(g)?;
+    run_with(g, &s.repo, &opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prunes an opened repository (also used by `forget --prune`).
+pub fn run_with(
+    g: &GlobalArgs,
+    repo: &lifeboat_repo::Repository,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
+    // A dry run only reads: a shared lock lets backups go on meanwhile.
+    let kind = if opts.dry_run {
+        LockKind::Shared
+    } else {
+        LockKind::Exclusive
+    };
+    let lock = g.lock(repo, kind, "prune")?;
+    let bar = Bar::new(g.show_progress(), g.quiet || g.json, "repack");
+    let result = prune::run(repo, opts, &bar);
+    bar.finish();
+    let r = result?;
+    lock.release()?;
+    if g.json {
+        print_json(&r)?;
+    } else if !g.quiet {
+        print_report(&r);
+    }
+    Ok(r)
+}
+
+fn print_report(r: &PruneReport) {
+    let would = if r.dry_run { "would " } else { "" };
+    println!(
+        "{} snapshots, {} of {} indexed blobs in use ({} duplicate copies)",
+        r.snapshots, r.blobs_used, r.blobs_indexed, r.blobs_duplicate
+    );
+    println!(
+        "{} packs ({}): {} kept, {} unused, {} to repack, {} unindexed",
+        r.packs_total,
+        human_bytes(r.bytes_total),
+        r.packs_kept,
+        r.packs_unused,
+        r.packs_repacked,
+        r.packs_unindexed
+    );
+    println!(
+        "{would}delete {} and write {} in {} new packs: {would}free {}",
+        human_bytes(r.bytes_deleted),
+        human_bytes(r.bytes_written),
+        r.packs_written,
+        human_bytes(r.bytes_freed.max(0) as u64)
+    );
+    if r.bytes_unused_kept > 0 {
+        println!(
+            "{} unused bytes stay in packs below the repack threshold",
+            human_bytes(r.bytes_unused_kept)
+        );
+    }
+    if !r.dry_run && r.index_files_written == 0 && r.bytes_deleted == 0 {
+        println!("nothing to prune");
+    } else if !r.dry_run {
+        println!(
+            "replaced {} index files with {} in {:.1}s",
+            r.index_files_removed, r.index_files_written, r.duration_secs
+        );
+    }
+}

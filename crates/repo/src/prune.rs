@@ -19,16 +19,17 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use lifeboat_types::{BlobId, IndexId, PackId};
+
+use crate::reach::{self, BitSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::index::{index_key, Index, MAX_PACKS_PER_INDEX_FILE};
 use crate::pack::{pack_key, BlobKind, FinishedPack, PackEntry, PackWriter};
 use crate::progress::Progress;
-use crate::repository::Repository;
-use crate::tree::NodeKind;
+use crate::repository::{Repository, SnapshotList};
 
-/// Concurrent store requests while marking, fetching and deleting.
+/// Concurrent store requests while fetching and deleting.
 const CONCURRENCY: usize = 16;
 /// Deletions between two checks of the lock's lease.
 const DELETE_BATCH: usize = 64;
@@ -112,25 +113,6 @@ enum Fate {
     Delete,
     /// Indexed, absent from the store, nothing used in it.
     Missing,
-}
-
-/// One bit per indexed blob.
-struct BitSet(Vec<u64>);
-
-impl BitSet {
-    fn new(n: usize) -> Self {
-        BitSet(vec![0; n.div_ceil(64)])
-    }
-    /// Sets bit `i`; true if it was clear.
-    fn insert(&mut self, i: usize) -> bool {
-        let (w, b) = (i / 64, 1u64 << (i % 64));
-        let was_clear = self.0[w] & b == 0;
-        self.0[w] |= b;
-        was_clear
-    }
-    fn contains(&self, i: usize) -> bool {
-        self.0[i / 64] & (1u64 << (i % 64)) != 0
-    }
 }
 
 /// Runs prune. The caller holds an exclusive lock (the CLI takes it); every destructive step
@@ -332,57 +314,18 @@ fn refuse(reason: String) -> Error {
     Error::PruneRefused { reason }
 }
 
-/// Marks every blob reachable from a snapshot; trees are fetched concurrently, level by level.
-fn mark(
-    repo: &Repository,
-    index: &Index,
-    snaps: &crate::repository::SnapshotList,
-) -> Result<BitSet> {
+/// Marks every blob reachable from a snapshot.
+fn mark(repo: &Repository, index: &Index, snaps: &SnapshotList) -> Result<BitSet> {
     let mut used = BitSet::new(index.len());
-    let mut frontier: Vec<(BlobId, usize)> = Vec::new();
-    for (n, (_, snap)) in snaps.iter().enumerate() {
-        let pos = index
-            .position(&snap.tree)
-            .ok_or_else(|| missing(snaps, n, &snap.tree))?;
-        if used.insert(pos) {
-            frontier.push((snap.tree, n));
-        }
-    }
-    while !frontier.is_empty() {
-        let trees: Vec<_> = repo.block_on(
-            stream::iter(std::mem::take(&mut frontier))
-                .map(|(id, n)| async move { (n, repo.read_tree_async(index, &id).await) })
-                .buffer_unordered(CONCURRENCY)
-                .collect(),
-        );
-        for (n, tree) in trees {
-            for node in tree?.nodes {
-                match node.kind {
-                    NodeKind::File => {
-                        for c in &node.content {
-                            let pos = index.position(c).ok_or_else(|| missing(snaps, n, c))?;
-                            used.insert(pos);
-                        }
-                    }
-                    NodeKind::Dir => {
-                        if let Some(sub) = node.subtree {
-                            let pos = index
-                                .position(&sub)
-                                .ok_or_else(|| missing(snaps, n, &sub))?;
-                            if used.insert(pos) {
-                                frontier.push((sub, n));
-                            }
-                        }
-                    }
-                    NodeKind::Symlink => {}
-                }
-            }
-        }
-    }
+    let roots = snaps.iter().enumerate().map(|(n, (_, s))| (s.tree, n));
+    reach::walk(repo, index, roots, |_, id, n| {
+        let pos = index.position(id).ok_or_else(|| missing(snaps, n, id))?;
+        Ok(used.insert(pos))
+    })?;
     Ok(used)
 }
 
-fn missing(snaps: &crate::repository::SnapshotList, n: usize, blob: &BlobId) -> Error {
+fn missing(snaps: &SnapshotList, n: usize, blob: &BlobId) -> Error {
     refuse(format!(
         "snapshot {} needs blob {} which is in no index; nothing was deleted. Run `lifeboat \
          check` (and `lifeboat repair index` if packs are unindexed)",

@@ -22,6 +22,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod index;
 pub mod keys;
@@ -31,6 +32,8 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 pub mod tree;
 mod walk;
 

@@ -32,6 +32,7 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
 #[cfg(test)]
 mod test_support;
 pub mod tree;

@@ -6,6 +6,7 @@
 mod backup;
 mod check;
 mod common;
+mod diff;
 mod exit;
 mod init;
 mod key;
@@ -16,6 +17,7 @@ mod quickstart;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod unlock;
 
 use std::process::ExitCode;
@@ -51,6 +53,10 @@ enum Command {
     Ls(ls::Args),
     /// Restore a snapshot (or parts of it) into a directory.
     Restore(restore::Args),
+    /// Show what changed between two snapshots.
+    Diff(diff::Args),
+    /// Show sizes per snapshot and for the repository: dedup, compression, garbage.
+    Stats(stats::Args),
     /// Verify the repository's structure and, optionally, its data.
     Check(check::Args),
     /// Manage passwords and key files (key slots).
@@ -73,6 +79,8 @@ fn main() -> ExitCode {
         Command::Snapshots(a) => snapshots::run(&cli.global, a),
         Command::Ls(a) => ls::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
+        Command::Diff(a) => diff::run(&cli.global, a),
+        Command::Stats(a) => stats::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),

@@ -170,6 +170,19 @@ impl Index {
         !self.range(id).is_empty()
     }
 
+    /// Position of a blob's first copy in the sorted index: a dense key in `0..len()`, so
+    /// per-blob sets can be bitsets ([`BlobSet`]) instead of hash sets of 32-byte ids.
+    pub fn position(&self, id: &BlobId) -> Option<usize> {
+        debug_assert!(self.sorted, "Index::finalize must run before lookups");
+        let lo = self.slots.partition_point(|s| s.id < *id);
+        (self.slots.get(lo)?.id == *id).then_some(lo)
+    }
+
+    /// The blob copy at a position (`0..len()`, sorted by blob id, copies of one blob adjacent).
+    pub fn at(&self, pos: usize) -> BlobLocation {
+        self.location(&self.slots[pos])
+    }
+
     fn location(&self, s: &Slot) -> BlobLocation {
         BlobLocation {
             pack: self.packs[s.pack as usize],
@@ -184,17 +197,9 @@ impl Index {
         }
     }
 
-    /// Position of the first copy of a blob: a dense key for per-blob bitsets (prune, stats).
-    pub fn position(&self, id: &BlobId) -> Option<usize> {
-        debug_assert!(self.sorted, "Index::finalize must run before lookups");
-        let lo = self.slots.partition_point(|s| s.id < *id);
-        (self.slots.get(lo)?.id == *id).then_some(lo)
-    }
-
-    /// The entry at `pos` (0..len) and its pack's position in [`Index::packs`].
-    pub fn at(&self, pos: usize) -> (u32, PackEntry) {
-        let s = &self.slots[pos];
-        (s.pack, self.location(s).entry)
+    /// The position in [`Index::packs`] of the pack holding the copy at `pos`.
+    pub fn pack_at(&self, pos: usize) -> u32 {
+        self.slots[pos].pack
     }
 
     /// Entry positions ordered by (pack, offset): walk packs without copying the index.
@@ -249,6 +254,55 @@ impl Index {
     pub const BYTES_PER_BLOB: usize = std::mem::size_of::<Slot>();
 }
 
+/// A set of index positions ([`Index::position`]): one bit per indexed blob, so the set of
+/// blobs a whole repository references costs `len() / 8` bytes rather than ≥ 32 bytes per blob.
+#[derive(Debug, Clone)]
+pub struct BlobSet {
+    bits: Vec<u64>,
+}
+
+impl BlobSet {
+    /// An empty set sized for `index`.
+    pub fn new(index: &Index) -> Self {
+        BlobSet {
+            bits: vec![0; index.len().div_ceil(64)],
+        }
+    }
+
+    /// Adds a position; true if it was not yet in the set.
+    pub fn insert(&mut self, pos: usize) -> bool {
+        let (w, b) = (pos / 64, 1u64 << (pos % 64));
+        let new = self.bits[w] & b == 0;
+        self.bits[w] |= b;
+        new
+    }
+
+    /// True if the position is in the set.
+    pub fn contains(&self, pos: usize) -> bool {
+        self.bits[pos / 64] & (1u64 << (pos % 64)) != 0
+    }
+
+    /// Empties the set, keeping its allocation (reused per snapshot).
+    pub fn clear(&mut self) {
+        self.bits.fill(0);
+    }
+
+    /// The positions in the set, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                if word == 0 {
+                    return None;
+                }
+                let b = word.trailing_zeros() as usize;
+                word &= word - 1;
+                Some(w * 64 + b)
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +344,35 @@ mod tests {
         assert_eq!(idx.get(&BlobId([3; 32])).unwrap().entry, entry(3));
         assert!(!idx.contains(&BlobId([9; 32])));
         assert_eq!(Index::BYTES_PER_BLOB, 52);
+    }
+
+    #[test]
+    fn positions_and_blob_sets() {
+        let mut idx = Index::new();
+        idx.add_pack(PackId([1; 32]), &[entry(5), entry(1)]);
+        idx.add_pack(PackId([2; 32]), &[entry(5), entry(3)]);
+        idx.finalize();
+        // Sorted by id; blob 5's two copies are adjacent and `position` names the first.
+        assert_eq!(idx.position(&BlobId([1; 32])), Some(0));
+        assert_eq!(idx.position(&BlobId([3; 32])), Some(1));
+        assert_eq!(idx.position(&BlobId([5; 32])), Some(2));
+        assert_eq!(idx.at(3).entry.id, BlobId([5; 32]));
+        assert_eq!(idx.at(3).pack, PackId([2; 32]));
+        assert_eq!(idx.position(&BlobId([4; 32])), None);
+        assert_eq!(idx.position(&BlobId([9; 32])), None);
+
+        let mut big = Index::new();
+        let entries: Vec<PackEntry> = (0..=200u8).map(entry).collect();
+        big.add_pack(PackId([7; 32]), &entries);
+        big.finalize();
+        let mut set = BlobSet::new(&big);
+        for p in [0, 63, 64, 127, 200] {
+            assert!(set.insert(p));
+        }
+        assert!(!set.insert(64));
+        assert!(set.contains(127) && !set.contains(128));
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0, 63, 64, 127, 200]);
+        set.clear();
+        assert_eq!(set.iter().count(), 0);
     }
 }

@@ -22,6 +22,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod index;
 pub mod keys;
@@ -34,6 +35,9 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod snapshot;
+pub mod stats;
+#[cfg(test)]
+mod test_support;
 pub mod tree;
 mod walk;
 

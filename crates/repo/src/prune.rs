@@ -20,11 +20,11 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 use lifeboat_types::{BlobId, IndexId, PackId};
 
-use crate::reach::{self, BitSet};
+use crate::reach;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::index::{index_key, Index, MAX_PACKS_PER_INDEX_FILE};
+use crate::index::{index_key, BlobSet, Index, MAX_PACKS_PER_INDEX_FILE};
 use crate::pack::{pack_key, BlobKind, FinishedPack, PackEntry, PackWriter};
 use crate::progress::Progress;
 use crate::repository::{Repository, SnapshotList};
@@ -157,7 +157,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     let mut stats = vec![PackStat::default(); index.packs().len()];
     let order = index.positions_by_pack();
     for &pos in &order {
-        let (pack, e) = index.at(pos as usize);
+        let (pack, e) = (index.pack_at(pos as usize), index.at(pos as usize).entry);
         let st = &mut stats[pack as usize];
         st.kind = Some(e.kind);
         st.entry_bytes += e.length as u64;
@@ -262,15 +262,15 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     };
     let mut i = 0;
     while i < order.len() {
-        let (pack, _) = index.at(order[i] as usize);
+        let pack = index.pack_at(order[i] as usize);
         let mut j = i;
-        while j < order.len() && index.at(order[j] as usize).0 == pack {
+        while j < order.len() && index.pack_at(order[j] as usize) == pack {
             j += 1;
         }
         if fates[pack as usize] == Fate::Keep {
             let entries = order[i..j]
                 .iter()
-                .map(|&p| index.at(p as usize).1)
+                .map(|&p| index.at(p as usize).entry)
                 .collect();
             batch.push((index.packs()[pack as usize], entries));
             if batch.len() >= MAX_PACKS_PER_INDEX_FILE {
@@ -315,8 +315,8 @@ fn refuse(reason: String) -> Error {
 }
 
 /// Marks every blob reachable from a snapshot.
-fn mark(repo: &Repository, index: &Index, snaps: &SnapshotList) -> Result<BitSet> {
-    let mut used = BitSet::new(index.len());
+fn mark(repo: &Repository, index: &Index, snaps: &SnapshotList) -> Result<BlobSet> {
+    let mut used = BlobSet::new(index);
     let roots = snaps.iter().enumerate().map(|(n, (_, s))| (s.tree, n));
     reach::walk(repo, index, roots, |_, id, n| {
         let pos = index.position(id).ok_or_else(|| missing(snaps, n, id))?;
@@ -339,14 +339,14 @@ fn repack(
     repo: &Repository,
     index: &Index,
     order: &[u32],
-    used: &BitSet,
+    used: &BlobSet,
     fates: &[Fate],
     progress: &dyn Progress,
 ) -> Result<Vec<(PackId, Vec<PackEntry>, u64)>> {
     // Used entries of each pack to repack, in offset order.
     let mut jobs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     for &pos in order {
-        let (pack, e) = index.at(pos as usize);
+        let (pack, e) = (index.pack_at(pos as usize), index.at(pos as usize).entry);
         if fates[pack as usize] != Fate::Repack || !used.contains(pos as usize) {
             continue;
         }

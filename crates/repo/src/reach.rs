@@ -58,26 +58,3 @@ pub fn walk<T: Copy + Send>(
     }
     Ok(())
 }
-
-/// One bit per indexed blob (keyed by [`Index::position`]): a compact visited set.
-pub struct BitSet(Vec<u64>);
-
-impl BitSet {
-    /// All clear, for `n` positions.
-    pub fn new(n: usize) -> Self {
-        BitSet(vec![0; n.div_ceil(64)])
-    }
-
-    /// Sets bit `i`; true if it was clear.
-    pub fn insert(&mut self, i: usize) -> bool {
-        let (w, b) = (i / 64, 1u64 << (i % 64));
-        let was_clear = self.0[w] & b == 0;
-        self.0[w] |= b;
-        was_clear
-    }
-
-    /// Whether bit `i` is set.
-    pub fn contains(&self, i: usize) -> bool {
-        self.0[i / 64] & (1u64 << (i % 64)) != 0
-    }
-}

@@ -71,18 +71,34 @@ impl GlobalArgs {
 
     /// The secret: key file bytes, password file, or LIFEBOAT_PASSWORD.
     pub fn secret(&self) -> Result<Vec<u8>> {
-        if let Some(k) = &self.key_file {
-            return std::fs::read(k).with_context(|| format!("read key file {}", k.display()));
-        }
-        if let Some(f) = &self.password_file {
-            let s = std::fs::read_to_string(f)
-                .with_context(|| format!("read password file {}", f.display()))?;
-            return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
-        }
-        if let Ok(p) = std::env::var("LIFEBOAT_PASSWORD") {
-            return Ok(p.into_bytes());
-        }
-        bail!("no password given: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, or pass --password-file / --key-file")
+        secret_from(
+            self.key_file.as_deref(),
+            self.password_file.as_deref(),
+            "LIFEBOAT_PASSWORD",
+            "set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE, or pass --password-file / --key-file",
+        )
+    }
+
+    /// Opens a second repository (copy target, init source) with its own secret.
+    pub fn open_other(&self, rt: &Runtime, other: &OtherRepo, role: &str) -> Result<Repository> {
+        let opts = StoreOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            ..Default::default()
+        };
+        let store = Store::open(&other.location, &opts)
+            .with_context(|| format!("open {role} repository location {}", other.location))?;
+        let secret = secret_from(
+            other.key_file.as_deref(),
+            other.password_file.as_deref(),
+            other.password_env,
+            &format!(
+                "set {} or pass a password or key file for the {role} repository",
+                other.password_env
+            ),
+        )?;
+        Repository::open(store, rt.handle().clone(), &secret)
+            .with_context(|| format!("open {role} repository {}", other.location))
     }
 
     /// Takes a repository lock with the global lock options.
@@ -111,6 +127,39 @@ impl GlobalArgs {
     pub fn show_progress(&self) -> bool {
         self.chatty() && std::io::stderr().is_terminal()
     }
+}
+
+/// Where and how to open a second repository.
+pub struct OtherRepo {
+    /// Its location.
+    pub location: String,
+    /// Its password file.
+    pub password_file: Option<PathBuf>,
+    /// Its key file.
+    pub key_file: Option<PathBuf>,
+    /// Environment variable holding its password.
+    pub password_env: &'static str,
+}
+
+/// A secret from a key file, a password file (first line) or an environment variable.
+fn secret_from(
+    key_file: Option<&std::path::Path>,
+    password_file: Option<&std::path::Path>,
+    env: &str,
+    hint: &str,
+) -> Result<Vec<u8>> {
+    if let Some(k) = key_file {
+        return std::fs::read(k).with_context(|| format!("read key file {}", k.display()));
+    }
+    if let Some(f) = password_file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("read password file {}", f.display()))?;
+        return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+    }
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p.into_bytes());
+    }
+    bail!("no password given: {hint}")
 }
 
 /// A runtime plus an opened repository.

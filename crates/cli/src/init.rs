@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lifeboat_repo::{InitOptions, Repository};
 
-use crate::common::{print_json, runtime, GlobalArgs};
+use crate::common::{print_json, runtime, GlobalArgs, OtherRepo};
 
 /// Arguments of `init`.
 #[derive(clap::Args)]
@@ -13,6 +13,19 @@ pub struct Args {
     /// zstd compression level for new data (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
+    /// Share chunker parameters and blob ids with the repository given by --from, so `copy`
+    /// between the two sends only what is missing.
+    #[arg(long, requires = "from")]
+    copy_chunker_params: bool,
+    /// The related repository for --copy-chunker-params.
+    #[arg(long, env = "LIFEBOAT_FROM_REPOSITORY")]
+    from: Option<String>,
+    /// Password file of the --from repository (else LIFEBOAT_FROM_PASSWORD).
+    #[arg(long, env = "LIFEBOAT_FROM_PASSWORD_FILE")]
+    from_password_file: Option<std::path::PathBuf>,
+    /// Key file of the --from repository.
+    #[arg(long, env = "LIFEBOAT_FROM_KEY_FILE")]
+    from_key_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `init`.
@@ -23,10 +36,21 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     if secret.is_empty() {
         anyhow::bail!("refusing to create a repository with an empty password");
     }
-    let opts = InitOptions {
+    let mut opts = InitOptions {
         compression_level: Some(a.compression),
         ..Default::default()
     };
+    if a.copy_chunker_params {
+        let from = OtherRepo {
+            location: a.from.clone().unwrap_or_default(),
+            password_file: a.from_password_file.clone(),
+            key_file: a.from_key_file.clone(),
+            password_env: "LIFEBOAT_FROM_PASSWORD",
+        };
+        let source = g.open_other(&rt, &from, "source")?;
+        opts.copy_chunker_from = Some(source.config().clone());
+        opts.related_key = Some(source.key().clone());
+    }
     let repo = Repository::init(store, rt.handle().clone(), &secret, opts)?;
     if g.json {
         print_json(&serde_json::json!({

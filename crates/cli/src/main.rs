@@ -6,6 +6,7 @@
 mod backup;
 mod check;
 mod common;
+mod copy;
 mod diff;
 mod exit;
 mod init;
@@ -61,6 +62,8 @@ enum Command {
     Check(check::Args),
     /// Manage passwords and key files (key slots).
     Key(key::Args),
+    /// Copy snapshots to another repository, sending only what it lacks.
+    Copy(copy::Args),
     /// Delete data no snapshot needs; repack packs that are mostly waste.
     Prune(prune::Args),
     /// Repair repository metadata.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
+        Command::Copy(a) => copy::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Repair(a) => repair::run(&cli.global, a),
         Command::Unlock(a) => unlock::run(&cli.global, a),

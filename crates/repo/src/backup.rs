@@ -737,6 +737,7 @@ pub fn run(
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
         tree: root,
+        original: None,
         summary,
     };
     // Last chance to honour Ctrl-C: packs and index are kept (the next backup reuses them),

@@ -46,6 +46,20 @@ impl MasterKey {
         k
     }
 
+    /// A new key sharing this one's blob-id key: a related repository gives the same data the
+    /// same blob ids (so `copy` moves only what is missing), under its own encryption key.
+    pub fn related(&self) -> Self {
+        let mut k = Self::generate();
+        k.id = self.id;
+        k
+    }
+
+    /// True if both keys give the same data the same blob ids.
+    pub fn same_blob_ids(&self, other: &MasterKey) -> bool {
+        // Compare digests, not the secrets themselves, so timing reveals nothing about them.
+        blake3::hash(&self.id) == blake3::hash(&other.id)
+    }
+
     /// 64 bytes: encryption key then id key (the wrapped form inside key slots).
     pub(crate) fn to_bytes(&self) -> [u8; 64] {
         let mut out = [0u8; 64];

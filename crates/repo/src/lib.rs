@@ -21,6 +21,7 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod diff;
 pub mod error;

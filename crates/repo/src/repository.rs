@@ -32,6 +32,8 @@ pub struct InitOptions {
     pub chunker: Option<ChunkerParams>,
     /// Copy chunker params and secret from this config so two repositories dedup alike.
     pub copy_chunker_from: Option<RepoConfig>,
+    /// Share this key's blob-id key, so `copy` between the two repositories dedups.
+    pub related_key: Option<MasterKey>,
     /// KDF cost (default from env: see [`KdfParams::from_env`]).
     pub kdf: Option<KdfParams>,
     /// zstd level.
@@ -91,7 +93,10 @@ impl Repository {
         if let Some(p) = opts.pack_size_bytes {
             config.pack_size_bytes = p;
         }
-        let key = MasterKey::generate();
+        let key = match &opts.related_key {
+            Some(k) => k.related(),
+            None => MasterKey::generate(),
+        };
         let (key_id, slot) = KeySlot::wrap(
             &key,
             secret,
@@ -368,9 +373,14 @@ impl Repository {
 
     /// Writes one index file for these packs (after the packs themselves are stored).
     pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+        self.block_on(self.save_index_async(packs))
+    }
+
+    /// [`Repository::save_index`] from async code.
+    pub async fn save_index_async(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
         self.check_lock()?;
         let (id, bytes) = encode_index(&self.key, packs);
-        self.block_on(self.store.put(&index_key(&id), bytes.into()))?;
+        self.store.put(&index_key(&id), bytes.into()).await?;
         Ok(id)
     }
 

@@ -68,6 +68,9 @@ pub struct Snapshot {
     pub parent: Option<SnapshotId>,
     /// Root tree.
     pub tree: BlobId,
+    /// The snapshot this one was copied from (another repository's id): copy skips it next time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
     /// What happened.
     pub summary: Summary,
 }

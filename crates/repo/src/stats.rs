@@ -405,6 +405,7 @@ mod tests {
             tags: vec![],
             parent: None,
             tree,
+            original: None,
             summary: Summary::default(),
         })
         .unwrap()

@@ -16,7 +16,8 @@ pub struct Args {
     /// Download, decrypt and re-hash every blob.
     #[arg(long)]
     read_data: bool,
-    /// Like --read-data for a random share of packs, e.g. "10%".
+    /// Like --read-data for this share of packs, least recently verified first, e.g. "10%":
+    /// run it regularly and the whole repository is covered every 100/N runs.
     #[arg(long, conflicts_with = "read_data")]
     read_data_subset: Option<String>,
 }
@@ -46,7 +47,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         g.quiet || g.json,
         "check",
     );
-    let result = check::run(&s.repo, mode, &bar);
+    let result = check::run_with(&s.repo, mode, _lock.is_some(), &bar);
     bar.finish();
     let report = result?;
     if g.json {
@@ -76,6 +77,21 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
                     human_bytes(report.bytes_read),
                     report.blobs_verified
                 );
+            }
+            let verified = match report.oldest_verified {
+                Some(t) => format!(
+                    "oldest verification {}",
+                    t.strftime("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => "no pack verified yet".into(),
+            };
+            println!(
+                "data verification: {} packs ({}) never read back; {verified}",
+                report.packs_never_verified,
+                human_bytes(report.bytes_never_verified)
+            );
+            for n in &report.notes {
+                eprintln!("warning: {n}");
             }
             println!(
                 "{}",

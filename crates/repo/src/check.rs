@@ -18,6 +18,7 @@ use crate::progress::Progress;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::NodeKind;
+use crate::verified;
 
 /// How much pack data to read back.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +73,15 @@ pub struct CheckReport {
     pub blobs_verified: u64,
     /// Bytes read back.
     pub bytes_read: u64,
+    /// Packs whose data no check has ever read back.
+    pub packs_never_verified: usize,
+    /// Their bytes.
+    pub bytes_never_verified: u64,
+    /// The oldest last-verification time among packs verified at least once.
+    pub oldest_verified: Option<jiff::Timestamp>,
+    /// Non-fatal problems reading verification records.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -102,8 +112,20 @@ impl Checker<'_> {
     }
 }
 
-/// Runs a check.
+/// Runs a check without recording which packs were verified (read-only).
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    run_with(repo, read_data, false, progress)
+}
+
+/// Runs a check. With `record`, packs whose data verified cleanly are recorded with the time,
+/// and a subset check reads the least recently verified packs first, so repeated subset
+/// checks cover the whole repository.
+pub fn run_with(
+    repo: &Repository,
+    read_data: ReadData,
+    record: bool,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let mut c = Checker {
         repo,
         report: CheckReport::default(),
@@ -259,17 +281,42 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         }
     }
 
-    // Read data.
+    // Read data, least recently verified first.
+    let (mut verified_at, records, notes) = verified::load(repo)?;
+    c.report.notes = notes;
     if read_data != ReadData::None {
         let mut packs: Vec<(PackId, u64)> = present.iter().map(|(p, s)| (*p, *s)).collect();
-        packs.sort();
+        packs.shuffle(&mut rand::thread_rng());
+        packs.sort_by_key(|(p, _)| verified_at.get(p).copied().unwrap_or(i64::MIN));
         if let ReadData::SubsetPercent(pct) = read_data {
-            packs.shuffle(&mut rand::thread_rng());
             let n = ((packs.len() as f64 * pct / 100.0).ceil() as usize).min(packs.len());
             packs.truncate(n);
         }
-        read_packs(&mut c, &packs, progress);
+        let bad = read_packs(&mut c, &packs, progress);
+        let now = jiff::Timestamp::now().as_second();
+        let fresh: verified::VerifiedAt = packs
+            .iter()
+            .filter(|(p, _)| !bad.contains(p))
+            .map(|(p, _)| (*p, now))
+            .collect();
+        if record {
+            verified::record(repo, &fresh, &verified_at, &records, &|p| {
+                present.contains_key(p)
+            })?;
+        }
+        verified_at.extend(fresh);
     }
+    for (p, size) in &present {
+        if !verified_at.contains_key(p) {
+            c.report.packs_never_verified += 1;
+            c.report.bytes_never_verified += size;
+        }
+    }
+    c.report.oldest_verified = present
+        .keys()
+        .filter_map(|p| verified_at.get(p))
+        .min()
+        .and_then(|t| jiff::Timestamp::from_second(*t).ok());
 
     // Trees, with memoized damage attribution per snapshot.
     let mut memo: HashMap<BlobId, BTreeSet<usize>> = HashMap::new();
@@ -356,7 +403,11 @@ fn blob_damage(c: &mut Checker<'_>, index: &Index, id: &BlobId, what: &str) -> B
 }
 
 /// Downloads packs and authenticates + re-hashes every blob in them.
-fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progress) {
+fn read_packs(
+    c: &mut Checker<'_>,
+    packs: &[(PackId, u64)],
+    progress: &dyn Progress,
+) -> std::collections::HashSet<PackId> {
     let repo = c.repo;
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
@@ -438,7 +489,9 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
     c.report.packs_read = packs.len();
     c.report.bytes_read = bytes.into_inner();
     c.report.blobs_verified = blobs.into_inner();
+    let mut bad = std::collections::HashSet::new();
     for (pack, blob, msg, whole) in problems.into_inner().expect("lock") {
+        bad.insert(pack);
         let f = c.add(Severity::Error, pack_key(&pack), msg);
         if let Some(b) = blob {
             c.bad_blobs.entry(b).or_default().push(f);
@@ -447,4 +500,5 @@ fn read_packs(c: &mut Checker<'_>, packs: &[(PackId, u64)], progress: &dyn Progr
             c.bad_packs.entry(pack).or_default().push(f);
         }
     }
+    bad
 }

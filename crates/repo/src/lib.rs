@@ -40,6 +40,7 @@ pub mod stats;
 #[cfg(test)]
 mod test_support;
 pub mod tree;
+pub mod verified;
 mod walk;
 
 pub use backup::BackupOptions;

@@ -30,6 +30,7 @@ pub mod progress;
 pub mod repair;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 mod walk;

@@ -7,6 +7,7 @@ mod backup;
 mod check;
 mod common;
 mod exit;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -51,6 +52,8 @@ enum Command {
     Restore(restore::Args),
     /// Verify the repository's structure and, optionally, its data.
     Check(check::Args),
+    /// Remove snapshots by id, or those a retention policy (--keep-*) does not keep.
+    Forget(forget::Args),
     /// Manage passwords and key files (key slots).
     Key(key::Args),
     /// Repair repository metadata.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => ls::run(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Forget(a) => forget::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
         Command::Repair(a) => repair::run(&cli.global, a),
     };

@@ -356,13 +356,14 @@ fn print_plan(plan: &Plan, policy: &Policy, group_by: GroupBy, tz: &TimeZone) {
         for d in &grp.snapshots {
             let time = d.time.to_zoned(tz.clone());
             let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
-            println!(
+            let line = format!(
                 "{:<10} {:<26} {:<7} {}",
                 d.id.short(),
                 time.strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
                 if d.keep() { "keep" } else { "remove" },
                 reasons.join(", ")
             );
+            println!("{}", line.trim_end());
         }
     }
     println!();

@@ -497,3 +497,42 @@ fn seed_default_policy_on_three_years_of_daily_snapshots() {
     );
     assert_eq!(repo.snapshots().len(), 1096, "a dry run removes nothing");
 }
+
+#[test]
+fn damaged_snapshots_survive_policies_but_go_by_id() {
+    let t = tempdir();
+    let repo = Repo::at(&t.path().join("repo"));
+    repo.init();
+    let old = snap_at(&repo, "2026-01-01T00:00:00Z", &[]);
+    let new = snap_at(&repo, "2026-01-02T00:00:00Z", &[]);
+    write(
+        &t.path().join("repo/snapshots").join(&old),
+        b"not a snapshot",
+    );
+
+    let r = repo.run(&["forget", "--keep-last", "1", "--json"]);
+    r.success();
+    assert!(
+        r.stderr().contains(&format!(
+            "warning: snapshot {} is unreadable and is never removed by a policy",
+            &old[..8]
+        )),
+        "{}",
+        r.stderr()
+    );
+    let report = r.json();
+    assert!(removed(&report).is_empty(), "{report:#}");
+    assert_eq!(verdicts(&report).keys().collect::<Vec<_>>(), vec![&new]);
+    assert!(t.path().join("repo/snapshots").join(&old).exists());
+
+    // Named explicitly, it is removed (with a warning).
+    let r = repo.run(&["forget", &old[..12]]);
+    r.success();
+    assert!(
+        r.stderr().contains("warning: removing damaged snapshot"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!t.path().join("repo/snapshots").join(&old).exists());
+    assert_eq!(ids_of(&repo.snapshots(), "id"), BTreeSet::from([new]));
+}

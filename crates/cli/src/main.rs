@@ -9,6 +9,7 @@ mod common;
 mod copy;
 mod diff;
 mod exit;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -60,6 +61,8 @@ enum Command {
     Stats(stats::Args),
     /// Verify the repository's structure and, optionally, its data.
     Check(check::Args),
+    /// Remove snapshots by id, or those a retention policy (--keep-*) does not keep.
+    Forget(forget::Args),
     /// Manage passwords and key files (key slots).
     Key(key::Args),
     /// Copy snapshots to another repository, sending only what it lacks.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => diff::run(&cli.global, a),
         Command::Stats(a) => stats::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Forget(a) => forget::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
         Command::Copy(a) => copy::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),

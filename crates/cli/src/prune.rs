@@ -40,7 +40,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         dry_run: a.dry_run,
     };
     let s = open(g)?;
-    run_with(g, &s.repo, &opts)?;
+    run_with(g, &s.repo, &opts, true)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -49,6 +49,7 @@ pub fn run_with(
     g: &GlobalArgs,
     repo: &lifeboat_repo::Repository,
     opts: &PruneOptions,
+    print: bool,
 ) -> Result<PruneReport> {
     // A dry run only reads: a shared lock lets backups go on meanwhile.
     let kind = if opts.dry_run {
@@ -62,9 +63,9 @@ pub fn run_with(
     bar.finish();
     let r = result?;
     lock.release()?;
-    if g.json {
+    if g.json && print {
         print_json(&r)?;
-    } else if !g.quiet {
+    } else if !g.quiet && !g.json {
         print_report(&r);
     }
     Ok(r)

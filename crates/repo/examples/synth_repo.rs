@@ -108,7 +108,11 @@ fn main() {
     let mut payload = [0u8; BLOB_LEN];
     for i in 0..n {
         payload[..8].copy_from_slice(&i.to_le_bytes());
-        payload[8..16].copy_from_slice(&(i ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        payload[8..16].copy_from_slice(
+            &(i ^ 0x5bd1_e995)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .to_le_bytes(),
+        );
         let id = repo.key().blob_id(&payload);
         data.add(id, &payload);
         ids.push(id);
@@ -132,7 +136,10 @@ fn main() {
             .chunks(PER_FILE as usize)
             .enumerate()
             .map(|(f, chunk)| {
-                let mut nd = node(format!("file{:08}", range.start / PER_FILE + f as u64), NodeKind::File);
+                let mut nd = node(
+                    format!("file{:08}", range.start / PER_FILE + f as u64),
+                    NodeKind::File,
+                );
                 nd.size = (chunk.len() * BLOB_LEN) as u64;
                 nd.content = chunk.to_vec();
                 nd
@@ -181,5 +188,8 @@ fn main() {
         let id = repo.save_snapshot(&snap).expect("save snapshot");
         println!("{}", id.to_hex());
     }
-    eprintln!("repository ready in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "repository ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }

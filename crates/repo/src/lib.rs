@@ -35,6 +35,7 @@ pub mod reach;
 pub mod repair;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod stats;
 #[cfg(test)]

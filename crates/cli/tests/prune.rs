@@ -1,0 +1,715 @@
+//! `lifeboat prune` and repository locks end to end: real processes against local
+//! repositories, with assertions on what lands on (and disappears from) disk.
+//!
+//! * random interleavings of backup / forget / prune keep every live snapshot restorable, and
+//!   what prune reports matches what it did to `data/`;
+//! * SIGKILL of a prune at random moments never damages the repository, and the dead prune's
+//!   lock never blocks the next command.
+//!
+//! Randomized tests print their seed; `LIFEBOAT_PRUNE_SEED=<u64>` replays another one.
+//! Processes are synchronised on events they leave behind — a lock object, new or removed
+//! files — not on sleeps. The only wall-clock waits are the deliberately random kill delays of
+//! the kill test (any moment is a valid moment to kill).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{num, run_cmd, Repo, Run};
+use lifeboat_testkit::{
+    assert_trees_equal, generate_tree, restored_path, run_with_signal, Signal, TreeSpec, Trigger,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+// ---- repository ----------------------------------------------------------------------
+
+/// Removes snapshot `id` (full hex) from the local repository at `repo`.
+// until forget lands: this becomes `lifeboat forget ID`.
+fn forget(repo: &Path, id: &str) {
+    let p = repo.join("snapshots").join(id);
+    fs::remove_file(&p).unwrap_or_else(|e| panic!("forget {id}: remove {}: {e}", p.display()));
+}
+
+/// Objects below `dir` (recursively) as `name → size`, names relative to `dir`. Staging files
+/// (`name#N`, left by a killed write) are left out unless `staging`.
+fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {
+    fn walk(root: &Path, d: &Path, staging: bool, out: &mut BTreeMap<String, u64>) {
+        let Ok(rd) = fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = fs::symlink_metadata(&p) else {
+                continue; // deleted meanwhile
+            };
+            if md.is_dir() {
+                walk(root, &p, staging, out);
+            } else if staging || !e.file_name().to_string_lossy().contains('#') {
+                let rel = p.strip_prefix(root).expect("below root");
+                out.insert(rel.to_string_lossy().into_owned(), md.len());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, staging, &mut out);
+    out
+}
+
+/// A local repository: the CLI handle plus its directory.
+struct LocalRepo {
+    cli: Repo,
+    dir: PathBuf,
+}
+
+impl LocalRepo {
+    fn init(dir: PathBuf) -> LocalRepo {
+        let cli = Repo::at(&dir);
+        cli.init();
+        LocalRepo { cli, dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run_cmd(self.cli.cmd(args))
+    }
+
+    /// `--json ARGS`, asserting success.
+    fn json(&self, args: &[&str]) -> Value {
+        self.cli.json(args)
+    }
+
+    /// Backs up `src`; returns the snapshot id (full hex).
+    fn backup(&self, src: &Path) -> String {
+        let b = self.cli.backup(&[src]);
+        b["snapshot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no snapshot id in {b:#}"))
+            .to_owned()
+    }
+
+    /// Snapshot ids as `snapshots --json` lists them.
+    fn snapshot_ids(&self) -> BTreeSet<String> {
+        self.cli
+            .snapshots()
+            .iter()
+            .map(|s| s["id"].as_str().expect("snapshot id").to_owned())
+            .collect()
+    }
+
+    /// `prune --json EXTRA…`, asserting success; the report.
+    fn prune(&self, extra: &[&str]) -> Value {
+        let mut a = vec!["prune"];
+        a.extend_from_slice(extra);
+        self.json(&a)
+    }
+
+    /// `prune --dry-run --max-unused SHARE --json`.
+    fn dry_run(&self, share: &str) -> Value {
+        self.prune(&["--dry-run", "--max-unused", share])
+    }
+
+    /// `stats --json`'s repository part (stats takes no lock).
+    fn stats(&self) -> Value {
+        self.json(&["stats"])["repository"].clone()
+    }
+
+    /// `check [--read-data]` exits 0 and finds nothing at all, not even a warning.
+    #[track_caller]
+    fn assert_clean(&self, read_data: bool, context: &str) {
+        let mut a = vec!["--json", "check"];
+        if read_data {
+            a.push("--read-data");
+        }
+        let r = self.run(&a);
+        r.expect_code(0);
+        let findings = r.json()["findings"].clone();
+        assert_eq!(
+            findings.as_array().map(Vec::len),
+            Some(0),
+            "{context}: check finds {findings:#}"
+        );
+    }
+
+    /// `check` exits 0 (warnings allowed); returns the number of warnings. Takes no lock, so
+    /// a dead holder's lock is left for the next command to deal with.
+    #[track_caller]
+    fn assert_consistent(&self, context: &str) -> usize {
+        let r = self.run(&["--json", "--no-lock", "check"]);
+        assert_eq!(
+            r.code(),
+            Some(0),
+            "{context}: check fails\n{}\n{}",
+            r.stdout(),
+            r.stderr()
+        );
+        let findings = r.json()["findings"].clone();
+        let findings = findings.as_array().expect("findings");
+        for f in findings {
+            assert_eq!(f["severity"], "warning", "{context}: {f}");
+        }
+        findings.len()
+    }
+
+    /// Restores `id` and compares it byte for byte with `expected`, the frozen copy of `src`
+    /// at backup time.
+    #[track_caller]
+    fn assert_restores(&self, id: &str, expected: &Path, src: &Path, scratch: &Path) {
+        let target = scratch.join(format!("restore-{}", &id[..12]));
+        let r = self.run(&[
+            "--json",
+            "--no-lock",
+            "restore",
+            id,
+            "--target",
+            target.to_str().expect("utf-8 path"),
+            "--verify",
+        ]);
+        r.expect_code(0);
+        assert_trees_equal(expected, &restored_path(&target, src));
+        fs::remove_dir_all(&target).expect("remove restore target");
+    }
+
+    /// Pack objects, `xx/<id>` (below `data/`) → size.
+    fn packs(&self) -> BTreeMap<String, u64> {
+        files_below(&self.dir.join("data"), false)
+    }
+
+    fn index_files(&self) -> BTreeMap<String, u64> {
+        files_below(&self.dir.join("index"), false)
+    }
+
+    /// Lock object names (without the `locks/` prefix).
+    fn locks(&self) -> BTreeSet<String> {
+        files_below(&self.dir.join("locks"), false)
+            .into_keys()
+            .collect()
+    }
+}
+
+/// A fresh temporary directory holding a new repository `repo/`.
+fn setup() -> (tempfile::TempDir, LocalRepo) {
+    let tmp = common::tempdir();
+    let repo = LocalRepo::init(tmp.path().join("repo"));
+    (tmp, repo)
+}
+
+// ---- source trees --------------------------------------------------------------------
+
+fn seed(default: u64, test: &str) -> u64 {
+    let s = std::env::var("LIFEBOAT_PRUNE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    eprintln!("{test}: seed {s} (set LIFEBOAT_PRUNE_SEED to replay another)");
+    s
+}
+
+/// Regular files below `root`, relative paths.
+fn regular_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = fs::read_dir(d)
+            .expect("read dir")
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let md = fs::symlink_metadata(&p).expect("lstat");
+            if md.is_dir() {
+                walk(root, &p, out);
+            } else if md.is_file() {
+                out.push(p.strip_prefix(root).expect("below root").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Copies a tree with modes, mtimes, symlinks and hard links (`cp -a`).
+fn freeze(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("run cp -a");
+    assert!(
+        st.success(),
+        "cp -a {} {} failed",
+        src.display(),
+        dst.display()
+    );
+}
+
+/// A source tree that changes between backups.
+struct Source {
+    root: PathBuf,
+    rng: StdRng,
+    round: usize,
+    spec: TreeSpec,
+}
+
+impl Source {
+    /// A generated tree at `root/base` (small files, one larger multi-chunk file).
+    fn new(root: PathBuf, seed: u64, spec: TreeSpec) -> Source {
+        generate_tree(&root.join("base"), seed, &spec);
+        Source {
+            root,
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+            round: 0,
+            spec,
+        }
+    }
+
+    /// Adds a small generated subtree, drops some earlier ones, and rewrites, grows, truncates
+    /// or deletes a random tenth of the files.
+    fn mutate(&mut self) {
+        self.round += 1;
+        let rng = &mut self.rng;
+        let added = format!("add{:03}", self.round);
+        let spec = TreeSpec {
+            files: rng.gen_range(5..20),
+            max_file_size: self.spec.max_file_size,
+            dirs: 3,
+            max_depth: 2,
+            duplicates: 2,
+            large_files: rng.gen_range(0..2),
+            large_file_size: rng.gen_range(200_000..600_000),
+        };
+        for e in fs::read_dir(&self.root).expect("read source") {
+            let p = e.expect("entry").path();
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            if name.starts_with("add") && rng.gen_bool(0.25) {
+                fs::remove_dir_all(&p).expect("remove subtree");
+            }
+        }
+        for rel in regular_files(&self.root) {
+            let p = self.root.join(&rel);
+            match rng.gen_range(0..30) {
+                0 => {
+                    let mut data = vec![0u8; rng.gen_range(0..self.spec.max_file_size)];
+                    rng.fill(&mut data[..]);
+                    fs::write(&p, data).expect("rewrite");
+                }
+                1 => {
+                    let mut data = vec![0u8; rng.gen_range(1..20_000)];
+                    rng.fill(&mut data[..]);
+                    let mut old = fs::read(&p).expect("read");
+                    old.extend(data);
+                    fs::write(&p, old).expect("append");
+                }
+                2 => {
+                    let len = fs::metadata(&p).expect("stat").len();
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&p)
+                        .and_then(|f| f.set_len(len / 2))
+                        .expect("truncate");
+                }
+                3 => fs::remove_file(&p).expect("remove file"),
+                _ => {}
+            }
+        }
+        generate_tree(&self.root.join(added), rng.gen(), &spec);
+    }
+}
+
+// ---- 1. random interleavings ---------------------------------------------------------
+
+/// Checks a prune report against what happened to `data/`: exactly the packs it counts as
+/// unused, repacked or unindexed are gone (with exactly `bytes_deleted`), and exactly
+/// `packs_written` new packs of `bytes_written` appeared.
+#[track_caller]
+fn assert_report_matches_disk(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    r: &Value,
+    context: &str,
+) {
+    assert_eq!(
+        num(r, "packs_total"),
+        before.len() as u64,
+        "{context}: {r:#}"
+    );
+    assert_eq!(
+        num(r, "bytes_total"),
+        before.values().sum::<u64>(),
+        "{context}: {r:#}"
+    );
+    let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    let new: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(
+        gone.len() as u64,
+        num(r, "packs_unused") + num(r, "packs_repacked") + num(r, "packs_unindexed"),
+        "{context}: packs deleted {gone:?} vs report {r:#}"
+    );
+    assert_eq!(
+        gone.iter().map(|k| before[*k]).sum::<u64>(),
+        num(r, "bytes_deleted"),
+        "{context}: {r:#}"
+    );
+    assert_eq!(
+        new.len() as u64,
+        num(r, "packs_written"),
+        "{context}: {r:#}"
+    );
+    assert_eq!(
+        new.iter().map(|k| after[*k]).sum::<u64>(),
+        num(r, "bytes_written"),
+        "{context}: {r:#}"
+    );
+}
+
+#[test]
+fn random_interleavings_keep_every_live_snapshot_restorable() {
+    const ROUNDS: usize = 8;
+    const SHARES: [&str; 4] = ["0%", "5%", "50%", "100%"];
+    let t0 = Instant::now();
+    let seed = seed(0x9a11_0f0e, "interleavings");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (tmp, repo) = setup();
+    let scratch = tmp.path().join("scratch");
+    let mut src = Source::new(
+        tmp.path().join("src"),
+        rng.gen(),
+        TreeSpec {
+            files: 60,
+            max_file_size: 64 * 1024,
+            dirs: 8,
+            max_depth: 3,
+            duplicates: 4,
+            large_files: 1,
+            large_file_size: 1 << 20,
+        },
+    );
+    // Live snapshots and the frozen copy of the source each one was taken from.
+    let mut live: Vec<(String, PathBuf)> = Vec::new();
+    let mut forgotten_total = 0;
+    let mut repacked_total = 0;
+    for round in 1..=ROUNDS {
+        for _ in 0..rng.gen_range(1..=2) {
+            src.mutate();
+            let id = repo.backup(&src.root);
+            let frozen = tmp.path().join("frozen").join(&id);
+            freeze(&src.root, &frozen);
+            live.push((id, frozen));
+        }
+        // Forget a random subset (sometimes all of them: an empty repository is a case too).
+        let mut forgotten = Vec::new();
+        live.retain(|(id, frozen)| {
+            let f = rng.gen_bool(0.35);
+            if f {
+                forget(&repo.dir, id);
+                fs::remove_dir_all(frozen).expect("remove frozen copy");
+                forgotten.push(id[..8].to_owned());
+            }
+            !f
+        });
+        forgotten_total += forgotten.len();
+        let share = *SHARES.choose(&mut rng).expect("shares");
+        let context = format!(
+            "round {round} (seed {seed}): {} live, forgot {forgotten:?}, prune --max-unused {share}",
+            live.len()
+        );
+        eprintln!("{context}");
+
+        let before = repo.packs();
+        let r = repo.prune(&["--max-unused", share]);
+        let after = repo.packs();
+        assert_eq!(num(&r, "snapshots"), live.len() as u64, "{context}: {r:#}");
+        assert_eq!(num(&r, "packs_missing"), 0, "{context}: {r:#}");
+        assert_report_matches_disk(&before, &after, &r, &context);
+        repacked_total += num(&r, "packs_repacked");
+
+        // Done means done: the same threshold finds nothing more, and what stays unused is
+        // exactly what `stats` (an independent walk) calls garbage.
+        let again = repo.dry_run(share);
+        for field in ["packs_unused", "packs_repacked", "packs_unindexed"] {
+            assert_eq!(
+                num(&again, field),
+                0,
+                "{context}: dry run after prune: {again:#}"
+            );
+        }
+        let stats = repo.stats();
+        assert_eq!(
+            num(&stats, "garbage_bytes"),
+            num(&r, "bytes_unused_kept"),
+            "{context}: stats {stats:#} vs prune {r:#}"
+        );
+        if share == "0%" {
+            assert_eq!(num(&stats, "garbage_bytes"), 0, "{context}: {stats:#}");
+        }
+
+        let listed = repo.snapshot_ids();
+        let expected: BTreeSet<String> = live.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(listed, expected, "{context}: snapshots after prune");
+        repo.assert_clean(true, &context);
+        for (id, frozen) in &live {
+            repo.assert_restores(id, frozen, &src.root, &scratch);
+        }
+    }
+    assert!(
+        forgotten_total > 0,
+        "seed {seed}: nothing was ever forgotten"
+    );
+    eprintln!("{forgotten_total} snapshots forgotten, {repacked_total} packs repacked");
+
+    // Finally forget everything but one new snapshot: the space really comes back.
+    src.mutate();
+    let keep = repo.backup(&src.root);
+    let frozen = tmp.path().join("frozen").join(&keep);
+    freeze(&src.root, &frozen);
+    for (id, f) in live.drain(..) {
+        forget(&repo.dir, &id);
+        fs::remove_dir_all(f).expect("remove frozen copy");
+    }
+    let size = |r: &LocalRepo| -> u64 { r.packs().values().sum() };
+    let before = size(&repo);
+    let r = repo.prune(&["--max-unused", "0%"]);
+    let after = size(&repo);
+    assert!(
+        after < before && num(&r, "bytes_freed") == before - after,
+        "forgetting all but one snapshot freed nothing: {before} → {after} bytes, {r:#}"
+    );
+    let dry = repo.prune(&["--dry-run"]);
+    assert_eq!(num(&dry, "packs_unused"), 0, "{dry:#}");
+    assert_eq!(num(&dry, "packs_unindexed"), 0, "{dry:#}");
+    repo.assert_clean(true, "final prune");
+    repo.assert_restores(&keep, &frozen, &src.root, &scratch);
+    eprintln!("interleavings took {:.2?}", t0.elapsed());
+}
+
+// ---- 2. kill test --------------------------------------------------------------------
+
+/// What a killed prune had got to, judged by what it left behind.
+fn prune_phase(
+    packs: (&BTreeMap<String, u64>, &BTreeMap<String, u64>),
+    index: (&BTreeMap<String, u64>, &BTreeMap<String, u64>),
+) -> &'static str {
+    let added = |(b, a): (&BTreeMap<String, u64>, &BTreeMap<String, u64>)| {
+        a.keys().any(|k| !b.contains_key(k))
+    };
+    let removed = |(b, a): (&BTreeMap<String, u64>, &BTreeMap<String, u64>)| {
+        b.keys().any(|k| !a.contains_key(k))
+    };
+    if removed(packs) {
+        "sweep: packs deleted"
+    } else if removed(index) {
+        "old index files being deleted"
+    } else if added(index) {
+        "new index written, old index still there"
+    } else if added(packs) {
+        "repack: new packs, no new index"
+    } else {
+        "before any write"
+    }
+}
+
+/// A kill moment for a prune of the repository at `dir`: immediately, after a short random
+/// delay (any moment is valid, so wall-clock randomness is fine here), or when the k-th event
+/// of some kind (lock taken, new pack or index file, old index file or pack gone) is seen.
+fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
+    let data = dir.join("data");
+    let index = dir.join("index");
+    let locks = dir.join("locks");
+    let packs0 = files_below(&data, true);
+    let index0 = files_below(&index, false);
+    match rng.gen_range(0..8) {
+        0 => (Trigger::After(Duration::ZERO), "immediately".into()),
+        1 | 2 => {
+            let d = Duration::from_millis(rng.gen_range(1..150));
+            (Trigger::After(d), format!("after {d:?}"))
+        }
+        3 => (
+            Trigger::When(Box::new(move || !files_below(&locks, true).is_empty())),
+            "once its lock object appears".into(),
+        ),
+        4 => {
+            let k = rng.gen_range(1..=3);
+            (
+                Trigger::When(Box::new(move || {
+                    files_below(&data, true)
+                        .keys()
+                        .filter(|n| !packs0.contains_key(*n))
+                        .count()
+                        >= k
+                })),
+                format!("when new pack #{k} appears"),
+            )
+        }
+        5 => (
+            Trigger::When(Box::new(move || {
+                files_below(&index, true)
+                    .keys()
+                    .any(|n| !index0.contains_key(n))
+            })),
+            "when a new index file appears".into(),
+        ),
+        6 => {
+            let k = rng.gen_range(1..=index0.len().max(1));
+            (
+                Trigger::When(Box::new(move || {
+                    let now = files_below(&index, false);
+                    index0.keys().filter(|n| !now.contains_key(*n)).count() >= k
+                })),
+                format!("when old index file #{k} is gone"),
+            )
+        }
+        _ => {
+            let k = rng.gen_range(1..=6);
+            (
+                Trigger::When(Box::new(move || {
+                    let now = files_below(&data, true);
+                    packs0.keys().filter(|n| !now.contains_key(*n)).count() >= k
+                })),
+                format!("when pack #{k} is deleted"),
+            )
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_prune_at_random_moments_never_loses_live_data() {
+    const KILLS: usize = 30;
+    const MAX_ATTEMPTS: usize = 120;
+    let t0 = Instant::now();
+    let seed = seed(0x6b11_9e0e, "prune kill test");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (tmp, repo) = setup();
+    let scratch = tmp.path().join("scratch");
+    let mut src = Source::new(
+        tmp.path().join("src"),
+        rng.gen(),
+        TreeSpec {
+            files: 120,
+            max_file_size: 64 * 1024,
+            dirs: 10,
+            max_depth: 3,
+            duplicates: 6,
+            large_files: 2,
+            large_file_size: 2 << 20,
+        },
+    );
+    let mut live: Vec<(String, PathBuf)> = Vec::new();
+    let backup = |src: &mut Source, live: &mut Vec<(String, PathBuf)>| {
+        src.mutate();
+        let id = repo.backup(&src.root);
+        let frozen = tmp.path().join("frozen").join(&id);
+        freeze(&src.root, &frozen);
+        live.push((id, frozen));
+    };
+    for _ in 0..6 {
+        backup(&mut src, &mut live);
+    }
+    let forget_some = |rng: &mut StdRng, live: &mut Vec<(String, PathBuf)>, n: usize| {
+        for _ in 0..n {
+            let (id, frozen) = live.remove(rng.gen_range(0..live.len()));
+            forget(&repo.dir, &id);
+            fs::remove_dir_all(frozen).expect("remove frozen copy");
+        }
+    };
+    forget_some(&mut rng, &mut live, 3);
+
+    let mut kills = 0;
+    let mut attempts = 0;
+    let mut completed = 0;
+    let mut took_over = 0;
+    let mut replenished = 0;
+    let mut phases: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut restore_next = 0;
+    while kills < KILLS {
+        attempts += 1;
+        assert!(
+            attempts <= MAX_ATTEMPTS,
+            "seed {seed}: only {kills} of {attempts} prunes were killed while running"
+        );
+        // Nothing left to prune (stats takes no lock): make new garbage, some of it sharing
+        // packs with live data so there is repacking to do too.
+        let st = repo.stats();
+        if num(&st, "garbage_bytes") == 0 && num(&st, "duplicate_bytes") == 0 {
+            backup(&mut src, &mut live);
+            forget_some(&mut rng, &mut live, 1);
+            replenished += 1;
+        }
+        let stale_before = repo.locks();
+        let (packs0, index0) = (repo.packs(), repo.index_files());
+        let (trigger, what) = kill_trigger(&mut rng, &repo.dir);
+        let context = format!("seed {seed}, attempt {attempts}: SIGKILL {what}");
+        let o = run_with_signal(
+            repo.cli.cmd(&["prune", "--max-unused", "0%"]),
+            Signal::SIGKILL,
+            trigger,
+        )
+        .expect("spawn prune");
+        let locks_after = repo.locks();
+        if o.killed_by() == Some(Signal::SIGKILL as i32) {
+            kills += 1;
+            let phase = prune_phase((&packs0, &repo.packs()), (&index0, &repo.index_files()));
+            *phases.entry(phase).or_default() += 1;
+        } else {
+            // Never blocked by the lock a killed prune left behind.
+            assert_eq!(o.code(), Some(0), "{context}: {}", o.stderr_text());
+            assert!(
+                locks_after.is_empty(),
+                "{context}: locks left {locks_after:?}"
+            );
+            completed += 1;
+        }
+        if !stale_before.is_empty() && stale_before.is_disjoint(&locks_after) {
+            took_over += 1;
+        }
+
+        let warnings = repo.assert_consistent(&context);
+        let listed = repo.snapshot_ids();
+        let expected: BTreeSet<String> = live.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(listed, expected, "{context}: snapshots");
+        if attempts % 4 == 0 {
+            let (id, frozen) = &live[restore_next % live.len()];
+            restore_next += 1;
+            repo.assert_restores(id, frozen, &src.root, &scratch);
+        }
+        if warnings > 0 && o.signalled {
+            eprintln!("{context}: {warnings} warnings");
+        }
+    }
+    eprintln!(
+        "{kills} kills in {attempts} attempts ({completed} prunes finished first, garbage \
+         replenished {replenished} times, {took_over} prunes took over a dead prune's lock)"
+    );
+    for (p, n) in &phases {
+        eprintln!("  {n:3} × {p}");
+    }
+    assert!(
+        phases.len() >= 3,
+        "seed {seed}: kills landed in too few phases: {phases:?}"
+    );
+    assert!(
+        took_over >= 3,
+        "seed {seed}: a dead prune's lock was taken over only {took_over} times"
+    );
+
+    // A prune left to finish cleans up everything the killed ones left.
+    let r = repo.prune(&["--max-unused", "0%"]);
+    assert_eq!(num(&r, "snapshots"), live.len() as u64, "{r:#}");
+    assert!(repo.locks().is_empty(), "locks left: {:?}", repo.locks());
+    let dry = repo.dry_run("0%");
+    for field in ["packs_unused", "packs_unindexed", "packs_repacked"] {
+        assert_eq!(num(&dry, field), 0, "seed {seed}: {dry:#}");
+    }
+    repo.assert_clean(true, "after the final prune");
+    for (id, frozen) in &live {
+        repo.assert_restores(id, frozen, &src.root, &scratch);
+    }
+    let staging = files_below(&repo.dir, true).len() - files_below(&repo.dir, false).len();
+    eprintln!(
+        "{staging} staging files of killed writes remain; prune kill test took {:.2?}",
+        t0.elapsed()
+    );
+}

@@ -4,29 +4,40 @@
 //! * random interleavings of backup / forget / prune keep every live snapshot restorable, and
 //!   what prune reports matches what it did to `data/`;
 //! * SIGKILL of a prune at random moments never damages the repository, and the dead prune's
-//!   lock never blocks the next command.
+//!   lock never blocks the next command;
+//! * a backup and a prune never work at the same time, and each names the other when refused;
+//! * stale (dead holder) and live locks as `unlock` and prune see them.
 //!
 //! Randomized tests print their seed; `LIFEBOAT_PRUNE_SEED=<u64>` replays another one.
-//! Processes are synchronised on events they leave behind — a lock object, new or removed
-//! files — not on sleeps. The only wall-clock waits are the deliberately random kill delays of
-//! the kill test (any moment is a valid moment to kill).
+//! Processes are synchronised on events they leave behind — a lock object, the lock refresher
+//! thread in `/proc/<pid>/task`, new or removed files — not on sleeps. The only wall-clock
+//! waits are the deliberately random kill delays of the kill test (any moment is a valid
+//! moment to kill).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{num, run_cmd, Repo, Run};
 use lifeboat_testkit::{
     assert_trees_equal, generate_tree, restored_path, run_with_signal, Signal, TreeSpec, Trigger,
 };
+use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+
+/// Longest wait for an event a child process should produce.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Thread name of a lock holder's refresher: it exists exactly while the lock is held.
+const REFRESHER: &str = "lock-refresh";
 
 // ---- repository ----------------------------------------------------------------------
 
@@ -318,6 +329,254 @@ impl Source {
         }
         generate_tree(&self.root.join(added), rng.gen(), &spec);
     }
+}
+
+/// About 48 MiB in two large random files plus some small ones: a backup of it runs long
+/// enough to be caught (and stopped) while it holds its lock.
+fn big_tree(root: &Path, seed: u64) {
+    generate_tree(
+        root,
+        seed,
+        &TreeSpec {
+            files: 30,
+            max_file_size: 8 * 1024,
+            dirs: 4,
+            max_depth: 2,
+            duplicates: 2,
+            large_files: 2,
+            large_file_size: 24 << 20,
+        },
+    );
+}
+
+/// A tree whose packs mix 24 MiB of kept data with 8 MiB of garbage: backed up with
+/// `large03.bin`, then without it, and the first snapshot forgotten, so a prune at 0 % repacks
+/// about 24 MiB (long enough to catch it at work). Returns the kept snapshot, the garbage
+/// file's path relative to `src` and its bytes.
+fn mixed_garbage(repo: &LocalRepo, src: &Path, seed: u64) -> (String, PathBuf, Vec<u8>) {
+    generate_tree(
+        src,
+        seed,
+        &TreeSpec {
+            files: 20,
+            max_file_size: 4096,
+            dirs: 2,
+            max_depth: 1,
+            duplicates: 0,
+            large_files: 4,
+            large_file_size: 8 << 20,
+        },
+    );
+    let rel = regular_files(src)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "large03.bin"))
+        .expect("large03.bin");
+    let bytes = fs::read(src.join(&rel)).expect("read garbage file");
+    let first = repo.backup(src);
+    fs::remove_file(src.join(&rel)).expect("drop the garbage file");
+    let kept = repo.backup(src);
+    forget(&repo.dir, &first);
+    (kept, rel, bytes)
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .expect("gethostname")
+        .into_string()
+        .expect("utf-8 host name")
+}
+
+// ---- processes -----------------------------------------------------------------------
+
+/// Whether process `pid` has a thread called `name`.
+fn has_thread(pid: u32, name: &str) -> bool {
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    rd.flatten()
+        .any(|t| fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// A child running in the background. It is reaped only by [`Bg::exited`] and
+/// [`Bg::finish`], so until then its pid cannot be recycled and signals reach only it.
+struct Bg {
+    what: String,
+    child: Child,
+    status: Option<ExitStatus>,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+}
+
+/// How a background child ended.
+struct Done {
+    what: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Done {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    fn killed_by(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.signal()
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "`{}` ended with {:?}, expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("`{}` printed no JSON ({e}): {}", self.what, self.stdout))
+    }
+}
+
+impl Bg {
+    fn spawn(mut cmd: Command) -> Bg {
+        let what = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let out = Some(drain(child.stdout.take().expect("piped")));
+        let err = Some(drain(child.stderr.take().expect("piped")));
+        Bg {
+            what,
+            child,
+            status: None,
+            out,
+            err,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reaps the child if it has exited (a stopped child has not).
+    fn exited(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status.is_some()
+    }
+
+    fn signal(&mut self, sig: Signal) {
+        assert!(
+            self.status.is_none(),
+            "`{}` was already reaped; not signalling",
+            self.what
+        );
+        // Not reaped: the pid is still ours, even if the child is a zombie by now.
+        nix::sys::signal::kill(Pid::from_raw(self.pid() as i32), sig).expect("kill(2)");
+    }
+
+    /// Whether the child holds a repository lock right now.
+    fn holds_lock(&self) -> bool {
+        has_thread(self.pid(), REFRESHER)
+    }
+
+    /// Polls `cond` until it holds; panics with the child's output if the child exits first.
+    #[track_caller]
+    fn wait_until(&mut self, event: &str, mut cond: impl FnMut(&Bg) -> bool) {
+        let t0 = Instant::now();
+        loop {
+            if cond(self) {
+                return;
+            }
+            if self.exited() {
+                let d = self.collect();
+                panic!(
+                    "`{}` exited ({:?}) before {event}\n--- stdout\n{}\n--- stderr\n{}",
+                    d.what, d.status, d.stdout, d.stderr
+                );
+            }
+            assert!(
+                t0.elapsed() < EVENT_TIMEOUT,
+                "`{}`: no {event} within {EVENT_TIMEOUT:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn collect(&mut self) -> Done {
+        let status = match self.status {
+            Some(s) => s,
+            None => {
+                let s = self.child.wait().expect("wait");
+                self.status = Some(s);
+                s
+            }
+        };
+        let text = |h: Option<JoinHandle<Vec<u8>>>| {
+            h.map(|h| String::from_utf8_lossy(&h.join().expect("reader")).into_owned())
+                .unwrap_or_default()
+        };
+        Done {
+            what: self.what.clone(),
+            status,
+            stdout: text(self.out.take()),
+            stderr: text(self.err.take()),
+        }
+    }
+
+    /// Waits for the child to exit.
+    fn finish(mut self) -> Done {
+        self.collect()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let pid = Pid::from_raw(self.pid() as i32);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `backup SRC` and stops it (SIGSTOP) as soon as it holds its lock; asserts that it had
+/// not written its snapshot yet.
+fn stopped_backup(repo: &LocalRepo, src: &Path, extra: &[&str]) -> Bg {
+    let before = repo.snapshot_ids();
+    let mut cmd = repo.cli.cmd(extra);
+    cmd.arg("--json").arg("backup").arg(src);
+    let mut b = Bg::spawn(cmd);
+    b.wait_until("the backup holds its lock", Bg::holds_lock);
+    b.signal(Signal::SIGSTOP);
+    assert_eq!(
+        repo.snapshot_ids(),
+        before,
+        "the backup wrote its snapshot before it could be stopped; make the tree bigger"
+    );
+    assert_eq!(repo.locks().len(), 1, "the stopped backup's lock object");
+    b
 }
 
 // ---- 1. random interleavings ---------------------------------------------------------
@@ -712,4 +971,225 @@ fn sigkill_of_prune_at_random_moments_never_loses_live_data() {
         "{staging} staging files of killed writes remain; prune kill test took {:.2?}",
         t0.elapsed()
     );
+}
+
+// ---- 3. backup and prune exclude each other ------------------------------------------
+
+#[test]
+fn prune_is_refused_while_a_backup_runs_and_waits_for_it_with_retry_lock() {
+    let (tmp, repo) = setup();
+    // Garbage for the prune to delete: a forgotten snapshot.
+    let old = tmp.path().join("old");
+    generate_tree(&old, 31, &TreeSpec::default());
+    let old_id = repo.backup(&old);
+    forget(&repo.dir, &old_id);
+    let garbage = repo.packs();
+
+    let big = tmp.path().join("big");
+    big_tree(&big, 32);
+    let mut backup = stopped_backup(&repo, &big, &[]);
+    let backup_lock = repo.locks();
+
+    let r = repo.run(&["prune"]);
+    r.expect_code(13);
+    let err = r.stderr();
+    for needle in [
+        "repository is locked".to_owned(),
+        "`backup`".to_owned(),
+        format!("host {}", host_name()),
+        format!("pid {}", backup.pid()),
+    ] {
+        assert!(
+            err.contains(&needle),
+            "prune's refusal lacks {needle:?}: {err}"
+        );
+    }
+    assert!(
+        garbage.keys().all(|k| repo.packs().contains_key(k)),
+        "a refused prune deleted packs"
+    );
+
+    // With --retry-lock it waits: it keeps trying (each attempt writes and removes a lock
+    // object of its own) without getting the lock while the backup holds its own.
+    let mut cmd = repo.cli.cmd(&["--retry-lock", "5m", "--json"]);
+    cmd.args(["prune", "--max-unused", "0%"]);
+    let mut pruner = Bg::spawn(cmd);
+    let mut attempts = BTreeSet::new();
+    pruner.wait_until("two lock attempts by the waiting prune", |_| {
+        for l in files_below(&repo.dir.join("locks"), true).into_keys() {
+            let name = l.split('#').next().expect("name").to_owned();
+            if !backup_lock.contains(&name) {
+                attempts.insert(name);
+            }
+        }
+        attempts.len() >= 2
+    });
+    assert!(
+        !pruner.holds_lock(),
+        "prune took the lock of a running backup"
+    );
+    assert!(
+        garbage.keys().all(|k| repo.packs().contains_key(k)),
+        "the waiting prune deleted packs"
+    );
+
+    backup.signal(Signal::SIGCONT);
+    let b = backup.finish();
+    b.expect_code(0);
+    let id = b.json()["snapshot"]
+        .as_str()
+        .expect("snapshot id")
+        .to_owned();
+    let p = pruner.finish();
+    p.expect_code(0);
+    let report = p.json();
+    // It ran after the backup: it saw the new snapshot and deleted the old garbage.
+    assert_eq!(num(&report, "snapshots"), 1, "{report:#}");
+    assert!(num(&report, "packs_unused") >= 1, "{report:#}");
+    assert!(
+        garbage.keys().all(|k| !repo.packs().contains_key(k)),
+        "the forgotten snapshot's packs survived the prune"
+    );
+    assert!(repo.locks().is_empty(), "locks left: {:?}", repo.locks());
+    repo.assert_clean(true, "after backup and waiting prune");
+    repo.assert_restores(&id, &big, &big, &tmp.path().join("scratch"));
+}
+
+#[test]
+fn backup_is_refused_while_prune_holds_the_exclusive_lock() {
+    let (tmp, repo) = setup();
+    let mix = tmp.path().join("mix");
+    let (second, _, _) = mixed_garbage(&repo, &mix, 41);
+    let frozen = tmp.path().join("frozen");
+    freeze(&mix, &frozen);
+
+    let mut cmd = repo.cli.cmd(&["--json"]);
+    cmd.args(["prune", "--max-unused", "0%"]);
+    let mut pruner = Bg::spawn(cmd);
+    pruner.wait_until("prune holds its lock", Bg::holds_lock);
+    pruner.signal(Signal::SIGSTOP);
+    assert_eq!(repo.locks().len(), 1, "the stopped prune's lock object");
+
+    let other = tmp.path().join("other");
+    generate_tree(&other, 42, &TreeSpec::default());
+    let r = repo.run(&["backup", other.to_str().expect("utf-8")]);
+    r.expect_code(13);
+    let err = r.stderr();
+    for needle in [
+        "exclusive lock by `prune`".to_owned(),
+        format!("host {}", host_name()),
+        format!("pid {}", pruner.pid()),
+    ] {
+        assert!(
+            err.contains(&needle),
+            "backup's refusal lacks {needle:?}: {err}"
+        );
+    }
+    assert_eq!(
+        repo.snapshot_ids(),
+        BTreeSet::from([second.clone()]),
+        "a refused backup wrote a snapshot"
+    );
+
+    pruner.signal(Signal::SIGCONT);
+    let p = pruner.finish();
+    p.expect_code(0);
+    let report = p.json();
+    assert!(num(&report, "packs_repacked") >= 1, "{report:#}");
+    let third = repo.backup(&other);
+    assert!(repo.locks().is_empty(), "locks left: {:?}", repo.locks());
+    repo.assert_clean(true, "after prune and backup");
+    let scratch = tmp.path().join("scratch");
+    repo.assert_restores(&second, &frozen, &mix, &scratch);
+    repo.assert_restores(&third, &other, &other, &scratch);
+}
+
+// ---- 4. stale and live locks ---------------------------------------------------------
+
+/// The entries of `unlock --json` (or `unlock --dry-run --json`) and how many it removed.
+fn unlock(repo: &LocalRepo, extra: &[&str]) -> (Vec<Value>, u64) {
+    let mut a = vec!["unlock"];
+    a.extend_from_slice(extra);
+    let v = repo.json(&a);
+    (
+        v["locks"].as_array().expect("locks array").clone(),
+        num(&v, "removed"),
+    )
+}
+
+#[test]
+fn a_dead_holders_lock_is_stale_and_a_live_holders_is_not() {
+    let (tmp, repo) = setup();
+    let big = tmp.path().join("big");
+    big_tree(&big, 51);
+
+    // Dead holder: a backup killed while it holds its lock leaves the lock object behind.
+    let mut b = Bg::spawn({
+        let mut c = repo.cli.cmd(&["backup"]);
+        c.arg(&big);
+        c
+    });
+    b.wait_until("the backup holds its lock", Bg::holds_lock);
+    let pid = b.pid();
+    b.signal(Signal::SIGKILL);
+    assert_eq!(b.finish().killed_by(), Some(Signal::SIGKILL as i32));
+    let left = repo.locks();
+    assert_eq!(
+        left.len(),
+        1,
+        "a killed backup leaves its lock object: {left:?}"
+    );
+    let name = left.iter().next().expect("one lock").clone();
+
+    let (locks, removed) = unlock(&repo, &["--dry-run"]);
+    assert_eq!((locks.len(), removed), (1, 0), "{locks:#?}");
+    let l = &locks[0];
+    assert_eq!(l["object"], format!("locks/{name}"), "{l:#}");
+    assert_eq!(l["holder"]["operation"], "backup", "{l:#}");
+    assert_eq!(l["holder"]["pid"], pid, "{l:#}");
+    assert_eq!(l["holder"]["host"], host_name(), "{l:#}");
+    let stale = l["stale"].as_str().unwrap_or_default();
+    assert!(
+        stale.contains("gone"),
+        "a dead local holder is stale: {l:#}"
+    );
+    assert_eq!(l["removed"], false, "{l:#}");
+    assert_eq!(repo.locks(), left, "unlock --dry-run removed a lock");
+
+    // The next prune is not blocked: it removes the dead lock (and the killed backup's packs).
+    let r = repo.run(&["--json", "prune"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr().contains("removing stale"),
+        "prune should say it removed a stale lock: {}",
+        r.stderr()
+    );
+    assert!(repo.locks().is_empty(), "locks left: {:?}", repo.locks());
+    repo.assert_clean(true, "after taking over a dead backup's lock");
+
+    // Live holder: a stopped backup's lock is live; plain `unlock` keeps it, --all removes it.
+    let mut b = stopped_backup(&repo, &big, &[]);
+    let (locks, _) = unlock(&repo, &["--dry-run"]);
+    assert_eq!(locks.len(), 1, "{locks:#?}");
+    assert_eq!(locks[0]["holder"]["pid"], b.pid(), "{locks:#?}");
+    assert!(
+        locks[0]["stale"].is_null(),
+        "a live holder is not stale: {locks:#?}"
+    );
+    let held = repo.locks();
+    let (locks, removed) = unlock(&repo, &[]);
+    assert_eq!(removed, 0, "unlock removed a live lock: {locks:#?}");
+    assert_eq!(locks[0]["removed"], false, "{locks:#?}");
+    assert_eq!(repo.locks(), held, "unlock removed a live lock");
+    let (locks, removed) = unlock(&repo, &["--all"]);
+    assert_eq!(removed, 1, "{locks:#?}");
+    assert_eq!(locks[0]["removed"], true, "{locks:#?}");
+    assert!(
+        repo.locks().is_empty(),
+        "unlock --all left {:?}",
+        repo.locks()
+    );
+    b.signal(Signal::SIGKILL);
+    b.finish();
+    repo.assert_consistent("after unlock --all and a killed backup");
 }

@@ -7,7 +7,8 @@
 //!   lock never blocks the next command;
 //! * a backup and a prune never work at the same time, and each names the other when refused;
 //! * stale (dead holder) and live locks as `unlock` and prune see them;
-//! * a paused holder whose lease ran out fences itself.
+//! * a paused holder whose lease ran out fences itself;
+//! * prune's refusals delete nothing.
 //!
 //! Randomized tests print their seed; `LIFEBOAT_PRUNE_SEED=<u64>` replays another one.
 //! Processes are synchronised on events they leave behind — a lock object, the lock refresher
@@ -27,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use common::{num, run_cmd, Repo, Run};
 use lifeboat_testkit::{
-    assert_trees_equal, generate_tree, restored_path, run_with_signal, Signal, TreeSpec, Trigger,
+    assert_trees_equal, flip_byte, flip_middle_byte, generate_tree, restored_path, run_with_signal,
+    Signal, TreeSpec, Trigger,
 };
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -674,7 +676,7 @@ fn random_interleavings_keep_every_live_snapshot_restorable() {
         forgotten_total += forgotten.len();
         let share = *SHARES.choose(&mut rng).expect("shares");
         let context = format!(
-            "round {round} (seed {seed}): {} live, forgot {forgotten:?}, prune --max-unused {share}",
+            "round {round} (seed {seed}): {} live, forgot {forgotten:?}, --max-unused {share}",
             live.len()
         );
         eprintln!("{context}");
@@ -1331,5 +1333,148 @@ fn a_resumed_backup_whose_lock_was_removed_writes_no_snapshot() {
         "{:?}: {}",
         d.status,
         d.stderr
+    );
+}
+
+// ---- 6. refusals ---------------------------------------------------------------------
+
+/// A repository where prune has something to delete, and packs to damage it with.
+struct Refusal {
+    /// Live snapshots.
+    live: Vec<String>,
+    /// A pack holding only data blobs of a live snapshot (`data/xx/<id>`).
+    data_pack: String,
+    /// A pack holding only tree blobs of a live snapshot.
+    tree_pack: String,
+}
+
+/// Four snapshots of a changing tree, the first forgotten.
+fn refusal_fixture(repo: &LocalRepo, tmp: &Path, seed: u64) -> Refusal {
+    let mut src = Source::new(
+        tmp.join("src"),
+        seed,
+        TreeSpec {
+            files: 40,
+            max_file_size: 64 * 1024,
+            dirs: 4,
+            max_depth: 2,
+            duplicates: 2,
+            large_files: 1,
+            large_file_size: 1 << 20,
+        },
+    );
+    // A backup, and the packs it added.
+    let backup = |src: &Path| {
+        let before = repo.packs();
+        let id = repo.backup(src);
+        let added: BTreeMap<String, u64> = repo
+            .packs()
+            .into_iter()
+            .filter(|(k, _)| !before.contains_key(k))
+            .collect();
+        (id, added)
+    };
+    let first = repo.backup(&src.root);
+    src.mutate();
+    let second = repo.backup(&src.root);
+    // The only new data is one 1 MiB file: the largest new pack holds (some of) its chunks,
+    // data and trees never share a pack, and this backup's trees are a few KiB.
+    common::write(
+        &src.root.join("new-data.bin"),
+        &common::random_bytes(seed, 1 << 20),
+    );
+    let (third, added) = backup(&src.root);
+    let (data_pack, size) = added
+        .iter()
+        .max_by_key(|(_, s)| **s)
+        .expect("the third backup added packs");
+    assert!(*size > 256 << 10, "{added:?}");
+    // The only change is a new empty directory: one new pack, of trees only.
+    fs::create_dir(src.root.join("new-empty-dir")).expect("mkdir");
+    let (fourth, added) = backup(&src.root);
+    assert_eq!(
+        added.len(),
+        1,
+        "a tree-only backup adds one pack: {added:?}"
+    );
+    let tree_pack = added.into_keys().next().expect("one pack");
+    forget(&repo.dir, &first);
+    let dry = repo.dry_run("0%");
+    assert!(
+        num(&dry, "bytes_deleted") > 0,
+        "the fixture should leave prune something to delete: {dry:#}"
+    );
+    Refusal {
+        live: vec![second, third, fourth],
+        data_pack: data_pack.clone(),
+        tree_pack,
+    }
+}
+
+/// Runs a prune that must be refused (exit 4, "prune refused", naming `what`) and must not
+/// change `data/`, `index/` or `locks/`; returns its stderr.
+#[track_caller]
+fn assert_refused(repo: &LocalRepo, what: &str) -> String {
+    let (packs, index) = (repo.packs(), repo.index_files());
+    let r = repo.run(&["prune", "--max-unused", "0%"]);
+    assert_eq!(repo.packs(), packs, "a refused prune changed data/");
+    assert_eq!(repo.index_files(), index, "a refused prune changed index/");
+    assert!(repo.locks().is_empty(), "locks left: {:?}", repo.locks());
+    r.expect_code(4);
+    let err = r.stderr();
+    assert!(
+        err.contains("prune refused") && err.contains(what),
+        "the refusal should name {what}: {err}"
+    );
+    err
+}
+
+#[test]
+fn prune_refuses_a_damaged_snapshot_or_a_missing_data_pack_and_deletes_nothing() {
+    let (tmp, repo) = setup();
+    let f = refusal_fixture(&repo, tmp.path(), 91);
+
+    // A damaged snapshot: its data cannot be marked, so nothing may be deleted.
+    let snap = repo.dir.join("snapshots").join(&f.live[0]);
+    let offset = flip_middle_byte(&snap).expect("flip a snapshot byte");
+    assert_refused(&repo, &f.live[0][..8]);
+    flip_byte(&snap, offset).expect("flip it back");
+    assert_eq!(repo.snapshot_ids().len(), 3);
+
+    // A missing pack that holds live data: deleting anything could lose more.
+    fs::remove_file(repo.dir.join("data").join(&f.data_pack)).expect("delete a live pack");
+    let pack_id = f.data_pack.rsplit('/').next().expect("pack id");
+    assert_refused(&repo, pack_id);
+}
+
+#[test]
+#[ignore = "bug: a missing pack of live tree blobs makes prune fail in its mark phase with \
+            `error: object data/… not found` and exit 1 (crates/repo/src/prune.rs mark() → \
+            reach::walk), not a refusal with exit 4 like a missing data pack"]
+fn prune_refuses_a_missing_tree_pack() {
+    let (tmp, repo) = setup();
+    let f = refusal_fixture(&repo, tmp.path(), 93);
+    fs::remove_file(repo.dir.join("data").join(&f.tree_pack)).expect("delete a tree pack");
+    let pack_id = f.tree_pack.rsplit('/').next().expect("pack id");
+    assert_refused(&repo, pack_id);
+}
+
+/// Every refusal should tell the user that nothing was deleted (`Error::PruneRefused`'s doc:
+/// "it stopped before deleting anything"); only some of the messages do.
+#[test]
+#[ignore = "bug: prune's refusals for a damaged snapshot and for a missing pack with live \
+            data (crates/repo/src/prune.rs, run()) do not say that nothing was deleted"]
+fn every_prune_refusal_says_nothing_was_deleted() {
+    let (tmp, repo) = setup();
+    let f = refusal_fixture(&repo, tmp.path(), 92);
+    let snap = repo.dir.join("snapshots").join(&f.live[0]);
+    let offset = flip_middle_byte(&snap).expect("flip a snapshot byte");
+    let damaged = assert_refused(&repo, &f.live[0][..8]);
+    flip_byte(&snap, offset).expect("flip it back");
+    fs::remove_file(repo.dir.join("data").join(&f.data_pack)).expect("delete a live pack");
+    let missing = assert_refused(&repo, f.data_pack.rsplit('/').next().expect("id"));
+    assert!(
+        damaged.contains("nothing was deleted") && missing.contains("nothing was deleted"),
+        "damaged snapshot: {damaged}\nmissing pack: {missing}"
     );
 }

@@ -188,7 +188,9 @@ fn policy_dry_run_shows_every_reason_then_removes_exactly_the_rest() {
         );
     }
     assert!(
-        out.contains("kept 9, removed 3 snapshots; run `lifeboat prune` (or forget --prune) to free space"),
+        out.contains(
+            "kept 9, removed 3 snapshots; run `lifeboat prune` (or forget --prune) to free space"
+        ),
         "{out}"
     );
     let left = ids_of(&repo.snapshots(), "id");

@@ -107,7 +107,7 @@ pub enum Error {
         reason: String,
     },
     /// Prune found something that makes deleting unsafe; it stopped before deleting anything.
-    #[error("prune refused: {reason}")]
+    #[error("prune refused: {reason}; nothing was deleted")]
     PruneRefused {
         /// What was found.
         reason: String,

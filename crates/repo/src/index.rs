@@ -17,6 +17,9 @@ const MAGIC: &[u8; 4] = b"LBIX";
 const AAD: &[u8] = b"lifeboat index v1";
 /// Packs per index file before a new file is started (keeps files a few MiB).
 pub const MAX_PACKS_PER_INDEX_FILE: usize = 256;
+/// Entries per index file before a new file is started: packs of tiny blobs hold thousands
+/// each, and a file is decoded whole when loaded.
+pub const MAX_ENTRIES_PER_INDEX_FILE: usize = 65_536;
 
 /// Object name of an index file.
 pub fn index_key(id: &IndexId) -> String {

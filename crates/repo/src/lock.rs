@@ -210,6 +210,8 @@ pub struct RepoLock {
 pub(crate) struct LockShared {
     state: Mutex<LockState>,
     wake: Condvar,
+    store: Store,
+    object: String,
 }
 
 struct LockState {
@@ -220,8 +222,27 @@ struct LockState {
 }
 
 impl LockShared {
-    /// Ok while the holder may still act on the repository.
-    pub(crate) fn check(&self) -> Result<()> {
+    /// Ok while the holder may still act: its lease has not run out (local boot clock) and
+    /// its lock object still exists (nobody broke it). Called before every write that could
+    /// hurt another process: index and snapshot writes, deletions.
+    pub(crate) async fn check(&self) -> Result<()> {
+        self.check_deadline()?;
+        match self.store.head(&self.object).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                let reason = "its lock object was removed (by `lifeboat unlock`, or by another \
+                              process that judged it stale)"
+                    .to_owned();
+                self.state.lock().expect("lock state mutex").lost = Some(reason.clone());
+                return Err(Error::LockLost { reason });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The HEAD may have taken a while: the deadline again.
+        self.check_deadline()
+    }
+
+    fn check_deadline(&self) -> Result<()> {
         let st = self.state.lock().expect("lock state mutex");
         if let Some(reason) = &st.lost {
             return Err(Error::LockLost {
@@ -243,9 +264,9 @@ impl LockShared {
 }
 
 impl RepoLock {
-    /// Ok while the lock is held and its lease has not run out.
+    /// Ok while the lock is held, its object exists and its lease has not run out.
     pub fn check(&self) -> Result<()> {
-        self.shared.check()
+        self.rt.block_on(self.shared.check())
     }
 
     /// Stops refreshing and removes the lock object.
@@ -333,6 +354,8 @@ pub fn acquire(
                     stop: false,
                 }),
                 wake: Condvar::new(),
+                store: repo.store().clone(),
+                object: object.clone(),
             });
             repo.set_lock(Arc::downgrade(&shared));
             let refresher = spawn_refresher(

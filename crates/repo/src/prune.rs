@@ -93,6 +93,8 @@ pub struct PruneReport {
     pub index_files_removed: u64,
     /// New index files written.
     pub index_files_written: u64,
+    /// Staging files of interrupted local writes removed.
+    pub staging_files_removed: u64,
     /// Wall-clock seconds.
     pub duration_secs: f64,
 }
@@ -240,6 +242,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
     let nothing_to_do = fates.iter().all(|f| *f == Fate::Keep) && unindexed.is_empty();
     if nothing_to_do {
+        report.staging_files_removed = remove_staging_files(repo)?;
         report.duration_secs = started.elapsed().as_secs_f64();
         return Ok(report);
     }
@@ -255,7 +258,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     let mut written: Vec<IndexId> = Vec::new();
     let mut flush = |batch: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
         if !batch.is_empty() {
-            written.push(repo.save_index(batch)?);
+            written.extend(repo.save_index(batch)?);
             batch.clear();
         }
         Ok(())
@@ -305,9 +308,20 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         .chain(unindexed.iter().map(|(id, _)| pack_key(id)))
         .collect();
     delete_all(repo, doomed)?;
+    report.staging_files_removed = remove_staging_files(repo)?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Staging files of killed local writes: nobody else writes while we hold the exclusive lock.
+fn remove_staging_files(repo: &Repository) -> Result<u64> {
+    repo.check_lock()?;
+    let mut n = 0;
+    for prefix in ["data", "index", "snapshots", "verified"] {
+        n += repo.store().remove_local_staging_files(prefix)? as u64;
+    }
+    Ok(n)
 }
 
 fn refuse(reason: String) -> Error {
@@ -321,13 +335,23 @@ fn mark(repo: &Repository, index: &Index, snaps: &SnapshotList) -> Result<BlobSe
     reach::walk(repo, index, roots, |_, id, n| {
         let pos = index.position(id).ok_or_else(|| missing(snaps, n, id))?;
         Ok(used.insert(pos))
+    })
+    .map_err(|e| match e {
+        // A tree that cannot be read is damage, not a reason to retry: refuse.
+        Error::Store(s) if s.is_not_found() => refuse(format!(
+            "{s}: a tree a snapshot needs is gone; run `lifeboat check`"
+        )),
+        Error::Corrupt { object, reason } => refuse(format!(
+            "{object} is damaged ({reason}) and holds a tree a snapshot needs; run `lifeboat check`"
+        )),
+        other => other,
     })?;
     Ok(used)
 }
 
 fn missing(snaps: &SnapshotList, n: usize, blob: &BlobId) -> Error {
     refuse(format!(
-        "snapshot {} needs blob {} which is in no index; nothing was deleted. Run `lifeboat \
+        "snapshot {} needs blob {} which is in no index. Run `lifeboat \
          check` (and `lifeboat repair index` if packs are unindexed)",
         snaps[n].0.short(),
         blob.short()
@@ -386,7 +410,7 @@ fn repack(
                     .open(sealed, &PackEntry::aad(e.kind, &e.id))
                     .map_err(|_| {
                         refuse(format!(
-                            "{object}: blob {} failed authentication; nothing was deleted. Run \
+                            "{object}: blob {} failed authentication. Run \
                              `lifeboat check --read-data`",
                             e.id.short()
                         ))

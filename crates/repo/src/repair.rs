@@ -50,7 +50,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
     good.sort_by_key(|(p, _): &(PackId, _)| *p);
     let mut written = HashSet::new();
     for chunk in good.chunks(MAX_PACKS_PER_INDEX_FILE) {
-        written.insert(repo.save_index(chunk)?);
+        written.extend(repo.save_index(chunk)?);
         report.index_files_written += 1;
     }
     if !report.packs_unreadable.is_empty() {

@@ -13,7 +13,10 @@ use crate::compress::decompress;
 use crate::config::{RepoConfig, CONFIG_KEY};
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::index::{decode_index, encode_index, index_key, Index};
+use crate::index::{
+    decode_index, encode_index, index_key, Index, MAX_ENTRIES_PER_INDEX_FILE,
+    MAX_PACKS_PER_INDEX_FILE,
+};
 use crate::keys::{KdfParams, KeySlot};
 use crate::lock::{HeldLock, LockKind, LockOptions, LockShared, RepoLock};
 use crate::pack::{pack_id_from_key, pack_key, parse_trailer, BlobKind, PackEntry, TrailerError};
@@ -177,9 +180,14 @@ impl Repository {
 
     /// Ok unless this process took a lock and has lost it: the fence before every write.
     pub fn check_lock(&self) -> Result<()> {
+        self.block_on(self.check_lock_async())
+    }
+
+    /// [`Repository::check_lock`] from async code.
+    pub async fn check_lock_async(&self) -> Result<()> {
         let held = self.lock.lock().expect("held lock mutex").upgrade();
         match held {
-            Some(l) => l.check(),
+            Some(l) => l.check().await,
             None => Ok(()),
         }
     }
@@ -371,14 +379,38 @@ impl Repository {
 
     // ---- index -------------------------------------------------------------------------
 
-    /// Writes one index file for these packs (after the packs themselves are stored).
-    pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+    /// Writes index files for these packs (after the packs themselves are stored), splitting
+    /// so that no file exceeds [`MAX_PACKS_PER_INDEX_FILE`] packs or
+    /// [`MAX_ENTRIES_PER_INDEX_FILE`] entries: loading then never holds a huge file decoded.
+    pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<Vec<IndexId>> {
         self.block_on(self.save_index_async(packs))
     }
 
     /// [`Repository::save_index`] from async code.
-    pub async fn save_index_async(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
-        self.check_lock()?;
+    pub async fn save_index_async(
+        &self,
+        packs: &[(PackId, Vec<PackEntry>)],
+    ) -> Result<Vec<IndexId>> {
+        let mut written = Vec::new();
+        let (mut start, mut entries) = (0, 0);
+        for (i, (_, e)) in packs.iter().enumerate() {
+            if i > start
+                && (i - start >= MAX_PACKS_PER_INDEX_FILE
+                    || entries + e.len() > MAX_ENTRIES_PER_INDEX_FILE)
+            {
+                written.push(self.save_index_file(&packs[start..i]).await?);
+                (start, entries) = (i, 0);
+            }
+            entries += e.len();
+        }
+        if start < packs.len() {
+            written.push(self.save_index_file(&packs[start..]).await?);
+        }
+        Ok(written)
+    }
+
+    async fn save_index_file(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+        self.check_lock_async().await?;
         let (id, bytes) = encode_index(&self.key, packs);
         self.store.put(&index_key(&id), bytes.into()).await?;
         Ok(id)
@@ -400,19 +432,18 @@ impl Repository {
         index.reserve((stored / 30) as usize);
         let mut files = Vec::new();
         let mut warnings = Vec::new();
+        // Fetch concurrently, decode one file at a time: at most one file is held decoded.
         self.block_on(async {
-            let mut results = stream::iter(ids)
-                .map(|id| async move {
-                    let key = index_key(&id);
-                    let r = match self.store.get(&key).await {
-                        Ok(b) => decode_index(&self.key, &b).map_err(|e| Error::corrupt(key, e)),
-                        Err(e) => Err(e.into()),
-                    };
-                    (id, r)
-                })
+            let mut fetched = stream::iter(ids)
+                .map(|id| async move { (id, self.store.get(&index_key(&id)).await) })
                 .buffer_unordered(READ_CONCURRENCY);
-            while let Some((id, r)) = results.next().await {
-                match r {
+            while let Some((id, bytes)) = fetched.next().await {
+                let key = index_key(&id);
+                let decoded = match bytes {
+                    Ok(b) => decode_index(&self.key, &b).map_err(|e| Error::corrupt(key, e)),
+                    Err(e) => Err(e.into()),
+                };
+                match decoded {
                     Ok(packs) => {
                         files.push(id);
                         for (p, entries) in &packs {

@@ -143,6 +143,40 @@ impl Store {
         self.inner.local_root.as_deref()
     }
 
+    /// Removes the staging files (`name#N`) that interrupted local writes leave behind, under
+    /// `prefix`; returns how many. Only safe while no other process writes there (prune holds
+    /// the exclusive lock). Remote stores have none: their uploads are atomic server-side.
+    pub fn remove_local_staging_files(&self, prefix: &str) -> Result<usize> {
+        fn walk(dir: &std::path::Path, removed: &mut usize) -> std::io::Result<()> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    walk(&path, removed)?;
+                } else if entry.file_name().as_encoded_bytes().contains(&b'#') {
+                    std::fs::remove_file(&path)?;
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let Some(root) = self.local_root() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        walk(&root.join(prefix), &mut removed).map_err(|e| Error::Permanent {
+            op: "remove staging files",
+            key: prefix.to_owned(),
+            source: Box::new(e),
+        })?;
+        Ok(removed)
+    }
+
     /// Write `data` at `key`, replacing any existing object; atomic, and durable on local disk.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = parse_key(key)?;

@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release -p lifeboat-repo --example synth_repo -- DIR BLOBS PASSWORD`
 //!
-//! Blobs are 32-byte payloads (unique by construction), grouped 1000 to a file and 50 files to
-//! a directory. Two snapshots: "old" references blobs [0, 0.6 N), "new" references
+//! Blobs are 32-byte payloads (unique by construction), 4096 to a pack (as many as a pack of
+//! 4 KiB files holds), grouped 100 to a file and 100 files to a directory. Two snapshots: "old" references blobs [0, 0.6 N), "new" references
 //! [0.4 N, N). Forgetting "old" leaves 40 % of the blobs unused, mostly in whole packs (deleted)
 //! and one boundary pack (repacked). The snapshot ids are printed, old first.
 
@@ -18,8 +18,10 @@ use lifeboat_repo::{InitOptions, Repository};
 use lifeboat_store::Store;
 use lifeboat_types::{BlobId, PackId};
 
-const PER_FILE: u64 = 1000;
-const FILES_PER_DIR: u64 = 50;
+const PER_FILE: u64 = 100;
+const FILES_PER_DIR: u64 = 100;
+/// A 16 MiB pack of 4 KiB small files holds about this many blobs.
+const BLOBS_PER_PACK: usize = 4096;
 const BLOB_LEN: usize = 32;
 
 struct Writer<'a> {
@@ -32,7 +34,9 @@ impl Writer<'_> {
     fn add(&mut self, id: BlobId, payload: &[u8]) {
         self.pack
             .add_plain(self.repo.key(), id, payload, payload.len() as u32, false);
-        if self.pack.len() >= self.repo.config().pack_size_bytes as usize {
+        if self.pack.len() >= self.repo.config().pack_size_bytes as usize
+            || self.pack.blob_count() >= BLOBS_PER_PACK
+        {
             let p = self.pack.finish(self.repo.key());
             self.upload(p);
         }

@@ -141,6 +141,11 @@ impl PackWriter {
         self.buf.len()
     }
 
+    /// Blobs so far.
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// No blobs yet.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

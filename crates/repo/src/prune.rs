@@ -24,7 +24,9 @@ use crate::reach;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::index::{index_key, BlobSet, Index, MAX_PACKS_PER_INDEX_FILE};
+use crate::index::{
+    index_key, BlobSet, Index, MAX_ENTRIES_PER_INDEX_FILE, MAX_PACKS_PER_INDEX_FILE,
+};
 use crate::pack::{pack_key, BlobKind, FinishedPack, PackEntry, PackWriter};
 use crate::progress::Progress;
 use crate::repository::{Repository, SnapshotList};
@@ -263,6 +265,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         }
         Ok(())
     };
+    let mut batched = 0;
     let mut i = 0;
     while i < order.len() {
         let pack = index.pack_at(order[i] as usize);
@@ -271,13 +274,15 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             j += 1;
         }
         if fates[pack as usize] == Fate::Keep {
-            let entries = order[i..j]
+            let entries: Vec<PackEntry> = order[i..j]
                 .iter()
                 .map(|&p| index.at(p as usize).entry)
                 .collect();
+            batched += entries.len();
             batch.push((index.packs()[pack as usize], entries));
-            if batch.len() >= MAX_PACKS_PER_INDEX_FILE {
+            if batch.len() >= MAX_PACKS_PER_INDEX_FILE || batched >= MAX_ENTRIES_PER_INDEX_FILE {
                 flush(&mut batch)?;
+                batched = 0;
             }
         }
         i = j;

@@ -84,6 +84,12 @@ pub fn decode_index(key: &MasterKey, stored: &[u8]) -> Result<IndexContents, Str
     Ok(out)
 }
 
+const BUCKETS: usize = 1 << 16;
+
+fn prefix(id: &BlobId) -> usize {
+    u16::from_be_bytes([id.0[0], id.0[1]]) as usize
+}
+
 /// Location of one blob, as held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -111,6 +117,9 @@ pub struct Index {
     pack_pos: HashMap<PackId, u32>,
     slots: Vec<Slot>,
     sorted: bool,
+    /// `buckets[p]..buckets[p + 1]` holds the slots whose id starts with the 16-bit prefix
+    /// `p`: ids are uniform hashes, so a lookup searches ~len/65536 slots, not all of them.
+    buckets: Vec<u32>,
 }
 
 impl Index {
@@ -147,13 +156,32 @@ impl Index {
         self.slots
             .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
         self.slots.dedup_by(|a, b| a.id == b.id && a.pack == b.pack);
+        self.buckets.clear();
+        self.buckets.reserve_exact(BUCKETS + 1);
+        let mut at = 0usize;
+        for p in 0..=BUCKETS {
+            while at < self.slots.len() && prefix(&self.slots[at].id) < p {
+                at += 1;
+            }
+            self.buckets.push(at as u32);
+        }
         // No shrink_to_fit: it would copy the whole vector; unused capacity was never touched.
         self.sorted = true;
     }
 
-    fn range(&self, id: &BlobId) -> &[Slot] {
+    /// First slot with an id ≥ `id`, searching only `id`'s prefix bucket.
+    fn lower_bound(&self, id: &BlobId) -> usize {
         debug_assert!(self.sorted, "Index::finalize must run before lookups");
-        let lo = self.slots.partition_point(|s| s.id < *id);
+        let p = prefix(id);
+        let (b0, b1) = match self.buckets.get(p..p + 2) {
+            Some(b) => (b[0] as usize, b[1] as usize),
+            None => (0, self.slots.len()),
+        };
+        b0 + self.slots[b0..b1].partition_point(|s| s.id < *id)
+    }
+
+    fn range(&self, id: &BlobId) -> &[Slot] {
+        let lo = self.lower_bound(id);
         let hi = lo + self.slots[lo..].partition_point(|s| s.id == *id);
         &self.slots[lo..hi]
     }
@@ -176,8 +204,7 @@ impl Index {
     /// Position of a blob's first copy in the sorted index: a dense key in `0..len()`, so
     /// per-blob sets can be bitsets ([`BlobSet`]) instead of hash sets of 32-byte ids.
     pub fn position(&self, id: &BlobId) -> Option<usize> {
-        debug_assert!(self.sorted, "Index::finalize must run before lookups");
-        let lo = self.slots.partition_point(|s| s.id < *id);
+        let lo = self.lower_bound(id);
         (self.slots.get(lo)?.id == *id).then_some(lo)
     }
 

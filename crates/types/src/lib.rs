@@ -18,8 +18,26 @@ pub struct ParseIdError {
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
         pub struct $name(pub [u8; 32]);
+
+        // Byte-lexicographic order, compared as four big-endian words: the index sorts and
+        // searches millions of ids, and a `memcmp` call per comparison dominated prune.
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                let words = |b: &[u8; 32]| {
+                    let w = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                    [w(0), w(8), w(16), w(24)]
+                };
+                words(&self.0).cmp(&words(&other.0))
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         impl $name {
             /// Full lower-case hex form, as used in object names.
@@ -130,5 +148,36 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.50 KiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.00 GiB");
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::BlobId;
+
+    #[test]
+    fn id_order_is_byte_lexicographic() {
+        let mut seed = 7u64;
+        let mut ids: Vec<BlobId> = (0..500)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                for (j, x) in b.iter_mut().enumerate() {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Many shared prefixes, so later words decide too.
+                    *x = if j < 20 && i % 3 == 0 {
+                        0
+                    } else {
+                        (seed >> 56) as u8
+                    };
+                }
+                BlobId(b)
+            })
+            .collect();
+        let mut by_bytes = ids.clone();
+        by_bytes.sort_by(|a, b| a.0.cmp(&b.0));
+        ids.sort();
+        assert_eq!(ids, by_bytes);
     }
 }

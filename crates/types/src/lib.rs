@@ -176,7 +176,7 @@ mod order_tests {
             })
             .collect();
         let mut by_bytes = ids.clone();
-        by_bytes.sort_by(|a, b| a.0.cmp(&b.0));
+        by_bytes.sort_by_key(|id| id.0);
         ids.sort();
         assert_eq!(ids, by_bytes);
     }

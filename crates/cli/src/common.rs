@@ -41,10 +41,11 @@ pub struct GlobalArgs {
     /// Keep retrying this long (e.g. "10m") while another process holds a conflicting lock.
     #[arg(long, env = "LIFEBOAT_RETRY_LOCK", global = true, value_parser = humantime::parse_duration, default_value = "0s")]
     pub retry_lock: Duration,
-    /// A lock not refreshed for this long (by the store's clock) is stale.
+    /// Expiry of this process's lock: refreshed every sixth of it, and breakable by others
+    /// once not refreshed for this long (by the store's clock).
     #[arg(long, env = "LIFEBOAT_LOCK_EXPIRY", global = true, value_parser = humantime::parse_duration, default_value = "15m")]
     pub lock_expiry: Duration,
-    /// Read-only commands (restore, check, ls) take no lock: for read-only repositories.
+    /// restore and check take no lock (and check records nothing): for read-only repositories.
     #[arg(long, global = true)]
     pub no_lock: bool,
 }
@@ -207,6 +208,7 @@ pub fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| level.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

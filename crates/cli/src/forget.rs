@@ -240,7 +240,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             "dry_run": a.dry_run,
         }))?;
     } else if !g.quiet {
-        summary(kept + failed.len(), removed.len(), a.dry_run);
+        summary(
+            kept + failed.len(),
+            removed.len(),
+            a.dry_run,
+            pruned.is_some(),
+        );
     }
     finish(&failed, removed.len())
 }
@@ -281,7 +286,12 @@ fn forget_ids(g: &GlobalArgs, a: &Args) -> Result<ExitCode> {
             "dry_run": a.dry_run,
         }))?;
     } else if !g.quiet {
-        summary(listed.len() - removed.len(), removed.len(), a.dry_run);
+        summary(
+            listed.len() - removed.len(),
+            removed.len(),
+            a.dry_run,
+            pruned.is_some(),
+        );
     }
     finish(&failed, removed.len())
 }
@@ -384,9 +394,11 @@ fn print_plan(plan: &Plan, policy: &Policy, group_by: GroupBy, tz: &TimeZone) {
 }
 
 /// The closing line.
-fn summary(kept: usize, removed: usize, dry_run: bool) {
+fn summary(kept: usize, removed: usize, dry_run: bool, pruned: bool) {
     if dry_run {
         println!("dry run: would keep {kept} and remove {removed} snapshots; nothing was removed");
+    } else if pruned {
+        println!("kept {kept}, removed {removed} snapshots and pruned");
     } else {
         println!("kept {kept}, removed {removed} snapshots; run `lifeboat prune` (or forget --prune) to free space");
     }

@@ -18,7 +18,11 @@ pub struct Args {
     #[arg(long, requires = "from")]
     copy_chunker_params: bool,
     /// The related repository for --copy-chunker-params.
-    #[arg(long, env = "LIFEBOAT_FROM_REPOSITORY")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_FROM_REPOSITORY",
+        requires = "copy_chunker_params"
+    )]
     from: Option<String>,
     /// Password file of the --from repository (else LIFEBOAT_FROM_PASSWORD).
     #[arg(long, env = "LIFEBOAT_FROM_PASSWORD_FILE")]

@@ -1478,3 +1478,26 @@ fn every_prune_refusal_says_nothing_was_deleted() {
         "damaged snapshot: {damaged}\nmissing pack: {missing}"
     );
 }
+
+/// A holder that outlives several expiries keeps its lock by refreshing it: a backup whose
+/// input takes 3 lock expiries to produce still writes its snapshot.
+#[test]
+fn a_long_running_holder_refreshes_its_lock() {
+    let (_tmp, repo) = setup();
+    let before = repo.snapshot_ids().len();
+    let r = common::Repo::at(&repo.dir).run(&[
+        "--lock-expiry",
+        "2s",
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "slow.txt",
+        "--",
+        "sh",
+        "-c",
+        "sleep 6; echo done",
+    ]);
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    assert!(!r.stderr().contains("panicked"), "stderr: {}", r.stderr());
+    assert_eq!(repo.snapshot_ids().len(), before + 1);
+}

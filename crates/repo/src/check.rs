@@ -300,7 +300,8 @@ pub fn run_with(
             .map(|(p, _)| (*p, now))
             .collect();
         if record {
-            verified::record(repo, &fresh, &verified_at, &records, &|p| {
+            let damaged = !c.report.notes.is_empty();
+            verified::record(repo, &fresh, &verified_at, &records, damaged, &|p| {
                 present.contains_key(p)
             })?;
         }

@@ -499,10 +499,14 @@ fn spawn_refresher(
                 return;
             }
             let bytes = info.seal(&key, &object);
-            let attempt = rt.block_on(tokio::time::timeout(deadline - sent, async {
-                store.head(&object).await?;
-                store.put(&object, bytes.into()).await
-            }));
+            // The timeout must be created inside the runtime (it needs its timer).
+            let attempt = rt.block_on(async {
+                tokio::time::timeout(deadline - sent, async {
+                    store.head(&object).await?;
+                    store.put(&object, bytes.into()).await
+                })
+                .await
+            });
             let mut st = shared.state.lock().expect("lock state mutex");
             match attempt {
                 Ok(Ok(())) => st.deadline = sent + expiry - margin,

@@ -408,7 +408,9 @@ fn repack(
             for e in entries {
                 let at = (e.offset as u64 - start) as usize;
                 let sealed = bytes.get(at..at + e.length as usize).ok_or_else(|| {
-                    Error::corrupt(&object, "pack is shorter than its index says")
+                    refuse(format!(
+                        "{object} is shorter than its index says; run `lifeboat check`"
+                    ))
                 })?;
                 // Authenticate before the only other copy is deleted.
                 repo.key()

@@ -51,13 +51,14 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
     let mut written = HashSet::new();
     for chunk in good.chunks(MAX_PACKS_PER_INDEX_FILE) {
         written.extend(repo.save_index(chunk)?);
-        report.index_files_written += 1;
     }
+    report.index_files_written = written.len();
     if !report.packs_unreadable.is_empty() {
         // Old index files may be the only record of blobs in unreadable packs: keep them.
         return Ok(report);
     }
     for id in old.iter().filter(|id| !written.contains(id)) {
+        repo.check_lock()?;
         repo.block_on(repo.store().delete(&index_key(id)))?;
         report.index_files_removed += 1;
     }

@@ -106,21 +106,27 @@ pub fn load(repo: &Repository) -> Result<(VerifiedAt, Vec<String>, Vec<String>)>
                 }
                 objects.push(key);
             }
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => {
+                warnings.push(format!("{e} (it is replaced at the next recording check)"));
+                // Listed as read, so the next merge deletes it.
+                objects.push(key);
+            }
         }
     }
     Ok((merged, objects, warnings))
 }
 
-/// Appends a record of packs verified now; merges old records when there are many.
+/// Appends a record of packs verified now; merges old records when there are many (or when
+/// `force_merge`, e.g. to replace a damaged one).
 pub fn record(
     repo: &Repository,
     fresh: &VerifiedAt,
     known: &VerifiedAt,
     read_objects: &[String],
+    force_merge: bool,
     existing_packs: &dyn Fn(&PackId) -> bool,
 ) -> Result<()> {
-    let merge = read_objects.len() >= MERGE_AT;
+    let merge = force_merge || read_objects.len() >= MERGE_AT;
     let mut out = if merge {
         known
             .iter()

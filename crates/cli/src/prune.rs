@@ -13,7 +13,8 @@ use crate::progress::Bar;
 /// Arguments of `prune`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Repack a pack once more than this share of it is unused, e.g. "5%" ("0%": any waste).
+    /// Unused space to tolerate, e.g. "5%": packs more wasteful than this are repacked, most
+    /// wasteful first, until at most this share of the repository is unused ("0%": all waste).
     #[arg(long, default_value = "5%")]
     max_unused: String,
     /// Only report what would be deleted and repacked.

@@ -39,7 +39,8 @@ const DELETE_BATCH: usize = 64;
 /// How aggressively to reclaim space.
 #[derive(Debug, Clone, Copy)]
 pub struct PruneOptions {
-    /// Repack a pack once this share of its bytes is unused (0.05 = 5 %).
+    /// Unused share tolerated (0.05 = 5 %): packs above it are repacked, most wasteful first,
+    /// until the unused bytes left are at most this share of the repository.
     pub max_unused: f64,
     /// Plan and report only; change nothing.
     pub dry_run: bool,
@@ -186,9 +187,16 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             None => unindexed.push((id, size)),
         }
     }
+    // Candidates for repacking: packs whose own unused share exceeds max_unused. They are
+    // repacked most-wasteful first until the unused bytes left in kept packs are at most
+    // max_unused of what stays (restic's budget), so a 5 % threshold never rewrites a
+    // repository just to recover its last few percent.
     let mut fates = Vec::with_capacity(stats.len());
+    let mut candidates = Vec::new();
+    let (mut used_total, mut unused_left) = (0u64, 0u64);
     for (i, st) in stats.iter().enumerate() {
         let pack = index.packs()[i];
+        let unused = st.entry_bytes - st.used_bytes;
         let fate = match st.stored {
             None if st.used_blobs > 0 => {
                 return Err(refuse(format!(
@@ -200,14 +208,34 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             None => Fate::Missing,
             Some(_) if st.used_blobs == 0 => Fate::Delete,
             Some(_) => {
-                let unused = (st.entry_bytes - st.used_bytes) as f64;
-                if unused > opts.max_unused * st.entry_bytes as f64 {
-                    Fate::Repack
-                } else {
-                    Fate::Keep
+                used_total += st.used_bytes;
+                unused_left += unused;
+                if unused as f64 > opts.max_unused * st.entry_bytes as f64 {
+                    candidates.push(i);
                 }
+                Fate::Keep
             }
         };
+        fates.push(fate);
+    }
+    let allowed = if opts.max_unused >= 1.0 {
+        f64::INFINITY
+    } else {
+        opts.max_unused / (1.0 - opts.max_unused) * used_total as f64
+    };
+    let share = |i: usize| {
+        let st = &stats[i];
+        (st.entry_bytes - st.used_bytes) as f64 / st.entry_bytes.max(1) as f64
+    };
+    candidates.sort_by(|&a, &b| share(b).total_cmp(&share(a)));
+    for i in candidates {
+        if unused_left as f64 <= allowed {
+            break;
+        }
+        fates[i] = Fate::Repack;
+        unused_left -= stats[i].entry_bytes - stats[i].used_bytes;
+    }
+    for (fate, st) in fates.iter().zip(&stats) {
         let stored = st.stored.unwrap_or(0);
         match fate {
             Fate::Keep => {
@@ -224,7 +252,6 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             }
             Fate::Missing => report.packs_missing += 1,
         }
-        fates.push(fate);
     }
     report.packs_unindexed = unindexed.len() as u64;
     report.bytes_deleted += unindexed.iter().map(|(_, s)| s).sum::<u64>();

@@ -20,10 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::{num, run_cmd, Repo};
 use lifeboat_testkit::{
-    assert_trees_equal, flip_middle_byte, generate_tree, restored_path, TreeSpec,
+    assert_trees_equal, flip_middle_byte, generate_tree, restored_path, run_with_signal, Signal,
+    TreeSpec, Trigger,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -859,4 +861,319 @@ fn copy_s3_to_local() {
     let source = source_at(location);
     let target = target_at(path_str(&tmp.path().join("target")));
     copy_round_trip(tmp.path(), &source, &target);
+}
+
+// ---- 5. SIGKILL of copy --------------------------------------------------------------
+
+/// Kills that must land (the copy died of SIGKILL).
+const KILLS: usize = 16;
+/// Give up if this many attempts did not produce enough kills.
+const MAX_ATTEMPTS: usize = 80;
+/// Snapshots in the kill test's source.
+const KILL_SNAPSHOTS: usize = 5;
+
+fn kill_seed() -> u64 {
+    let s = std::env::var("LIFEBOAT_COPY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xc0b1_5eed);
+    eprintln!("copy kill test: seed {s} (set LIFEBOAT_COPY_SEED to replay another)");
+    s
+}
+
+/// What a local target holds, by kind; `data_bytes` includes staging files (a killed
+/// upload's partial pack, `name#N`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TargetState {
+    packs: usize,
+    indexes: usize,
+    snapshots: usize,
+    staging: usize,
+    data_bytes: u64,
+}
+
+fn target_state(dir: &Path) -> TargetState {
+    let data = files_below(&dir.join("data"), true);
+    let staging = data.keys().filter(|k| k.contains('#')).count();
+    TargetState {
+        packs: data.len() - staging,
+        indexes: files_below(&dir.join("index"), false).len(),
+        snapshots: files_below(&dir.join("snapshots"), false).len(),
+        staging,
+        data_bytes: data.values().sum(),
+    }
+}
+
+/// What a killed copy was doing, judged by what it left behind: `orphans` are the packs
+/// `check` reports as in no index, before and after. With fewer than 16 packs per snapshot,
+/// copy writes one index file per snapshot, just before the snapshot object.
+fn copy_phase(before: TargetState, after: TargetState, orphans: (usize, usize)) -> &'static str {
+    let new_indexes = after.indexes - before.indexes;
+    let new_snapshots = after.snapshots - before.snapshots;
+    if after.staging > before.staging {
+        "mid-upload (staging file left)"
+    } else if orphans.1 > orphans.0 {
+        "packs uploaded, not yet indexed"
+    } else if new_indexes > new_snapshots {
+        "index written, no snapshot"
+    } else if new_snapshots > 0 {
+        "right after a snapshot"
+    } else {
+        "nothing stored"
+    }
+}
+
+/// A kill moment for a copy into the local target `dir` that still lacks `left` of
+/// `snapshots` snapshots: a random delay within the time a full copy took (any moment is
+/// valid), or the k-th new pack, index or snapshot object of this copy.
+fn copy_kill_trigger(
+    rng: &mut StdRng,
+    dir: &Path,
+    full: Duration,
+    packs: usize,
+    (left, snapshots): (usize, usize),
+) -> (Trigger, String) {
+    let before = target_state(dir);
+    let dir = dir.to_path_buf();
+    let packs = (packs * left).div_ceil(snapshots).max(1);
+    match rng.gen_range(0..8) {
+        0..=2 => {
+            let d = full.mul_f64(rng.gen_range(0.0..1.0));
+            (Trigger::After(d), format!("after {d:?}"))
+        }
+        3 | 4 => {
+            let k = rng.gen_range(1..=packs);
+            (
+                Trigger::When(Box::new(move || {
+                    target_state(&dir).packs >= before.packs + k
+                })),
+                format!("at new pack #{k}"),
+            )
+        }
+        5 | 6 => {
+            let k = rng.gen_range(1..=left);
+            (
+                Trigger::When(Box::new(move || {
+                    target_state(&dir).indexes >= before.indexes + k
+                })),
+                format!("at new index file #{k}"),
+            )
+        }
+        _ => {
+            let k = rng.gen_range(1..=left);
+            (
+                Trigger::When(Box::new(move || {
+                    target_state(&dir).snapshots >= before.snapshots + k
+                })),
+                format!("at new snapshot #{k}"),
+            )
+        }
+    }
+}
+
+/// After a kill: `check` exits 0 with nothing worse than unindexed-pack warnings, and the
+/// target's snapshots are copies of the source's oldest ones (copy goes oldest first).
+/// Returns how many there are and how many packs are in no index.
+#[track_caller]
+fn assert_consistent_prefix(target: &Repo, ids: &[String], context: &str) -> (usize, usize) {
+    let r = target.run(&["--json", "check"]);
+    assert_eq!(
+        r.code(),
+        Some(0),
+        "{context}: check fails\n{}\n{}",
+        r.stdout(),
+        r.stderr()
+    );
+    let findings = r.json()["findings"].as_array().expect("findings").clone();
+    for f in &findings {
+        assert_eq!(f["severity"], "warning", "{context}: {f}");
+        assert!(
+            f["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not in any index")),
+            "{context}: unexpected warning {f}"
+        );
+    }
+    let originals: Vec<String> = target
+        .snapshots()
+        .iter()
+        .map(|s| s["original"].as_str().expect("original").to_owned())
+        .collect();
+    assert_eq!(
+        originals,
+        ids[..originals.len()],
+        "{context}: the target's snapshots are not the source's oldest ones"
+    );
+    (originals.len(), findings.len())
+}
+
+#[test]
+fn sigkill_of_copy_at_random_moments_leaves_a_resumable_target() {
+    let seed = kill_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tmp = common::tempdir();
+    let source = source_at(path_str(&tmp.path().join("source")));
+    source.init();
+    let mut h = History::new(tmp.path(), seed, 80, 2 << 20);
+    let mut ids = vec![h.backup(&source, &[])];
+    while ids.len() < KILL_SNAPSHOTS {
+        h.change(2 << 20);
+        ids.push(h.backup(&source, &[]));
+    }
+    let src_snaps = source.snapshots();
+
+    // What each snapshot adds when copied on its own, oldest first, and one full copy.
+    let reference = target_at(path_str(&tmp.path().join("reference")));
+    init_related(&reference, &source, Secret::Env);
+    let cost: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            let r = copy(&source, &reference, &[id]);
+            assert_eq!(copied_pairs(&r).len(), 1, "{r:#}");
+            num(&r, "bytes_sent")
+        })
+        .collect();
+    let whole = target_at(path_str(&tmp.path().join("whole")));
+    init_related(&whole, &source, Secret::Env);
+    let started = Instant::now();
+    let full = copy(&source, &whole, &[]);
+    let full_time = started.elapsed();
+    let full_bytes = num(&full, "bytes_sent");
+    assert_eq!(
+        full_bytes,
+        cost.iter().sum::<u64>(),
+        "one copy of all snapshots sends what copying them one by one does: {full:#}"
+    );
+    let full_packs = num(&full, "packs_written") as usize;
+    assert!(full_packs >= 2 * KILL_SNAPSHOTS, "{full:#}");
+    // remaining[m]: what a copy sends once the first m snapshots' data is in the target.
+    let remaining: Vec<u64> = (0..=KILL_SNAPSHOTS)
+        .map(|m| cost[m..].iter().sum())
+        .collect();
+    eprintln!(
+        "full copy: {full_bytes} B in {full_packs} packs, {full_time:?}; per snapshot {cost:?}"
+    );
+
+    let mut kills = 0;
+    let mut attempts = 0;
+    let mut finished_early = 0;
+    let mut sent_total = 0u64;
+    let mut resumed = 0;
+    let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut round = 0;
+    let mut last_target = None;
+    while kills < KILLS {
+        assert!(
+            attempts < MAX_ATTEMPTS,
+            "only {kills} kills in {attempts} attempts (seed {seed})"
+        );
+        round += 1;
+        let dir = tmp.path().join(format!("target-{round:02}"));
+        let target = target_at(path_str(&dir));
+        init_related(&target, &source, Secret::Env);
+        let planned = rng.gen_range(1..=3);
+        let mut killed_here = 0;
+        let mut orphans = 0;
+        let mut present = 0;
+        while killed_here < planned && present < KILL_SNAPSHOTS && attempts < MAX_ATTEMPTS {
+            let before = target_state(&dir);
+            let (trigger, what) = copy_kill_trigger(
+                &mut rng,
+                &dir,
+                full_time,
+                full_packs,
+                (KILL_SNAPSHOTS - present, KILL_SNAPSHOTS),
+            );
+            let out = run_with_signal(copy_cmd(&source, &target, &[]), Signal::SIGKILL, trigger)
+                .expect("run copy");
+            attempts += 1;
+            let after = target_state(&dir);
+            sent_total += after.data_bytes.saturating_sub(before.data_bytes);
+            let context = format!("seed {seed}, round {round}, attempt {attempts}, {what}");
+            let (now_present, now_orphans) = assert_consistent_prefix(&target, &ids, &context);
+            present = now_present;
+            if out.killed_by() == Some(Signal::SIGKILL as i32) {
+                kills += 1;
+                killed_here += 1;
+                *phases
+                    .entry(copy_phase(before, after, (orphans, now_orphans)))
+                    .or_default() += 1;
+            } else {
+                assert_eq!(
+                    out.code(),
+                    Some(0),
+                    "{context}: copy failed: {}",
+                    out.stderr_text()
+                );
+                finished_early += 1;
+            }
+            orphans = now_orphans;
+            if !out.signalled {
+                break;
+            }
+        }
+        // Resume: the next copy finishes and sends exactly what is not in the target's index
+        // yet: the snapshots not copied, less the one whose index (but not snapshot) a kill
+        // may have left behind.
+        let context = format!("seed {seed}, round {round} (resume)");
+        let (present, _) = assert_consistent_prefix(&target, &ids, &context);
+        let before = target_state(&dir);
+        let r = copy(&source, &target, &[]);
+        let sent = num(&r, "bytes_sent");
+        sent_total += sent;
+        assert_eq!(
+            target_state(&dir).data_bytes - before.data_bytes,
+            sent,
+            "{context}: bytes_sent is not what landed in data/: {r:#}"
+        );
+        let allowed: Vec<u64> = remaining[present..(present + 2).min(KILL_SNAPSHOTS + 1)].to_vec();
+        assert!(
+            allowed.contains(&sent),
+            "{context}: with {present} snapshots copied the resuming copy should send one of \
+             {allowed:?} B, sent {sent}: {r:#}"
+        );
+        assert_eq!(
+            copied_pairs(&r)
+                .into_iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            ids[present..],
+            "{context}: {r:#}"
+        );
+        if sent < full_bytes {
+            resumed += 1;
+        }
+        // Every copy run's snapshot links to its parent's copy, across runs too.
+        assert_faithful_copies(&target, &src_snaps, true);
+        let r = target.run(&["--json", "check", "--read-data"]);
+        r.expect_code(0);
+        for f in r.json()["findings"].as_array().expect("findings") {
+            assert_eq!(f["severity"], "warning", "{context}: {f}");
+        }
+        let map = by_original(&target);
+        let newest = &ids[KILL_SNAPSHOTS - 1];
+        h.assert_restores(&target, &id_of(&map[newest]), newest, tmp.path());
+        last_target = Some(target);
+    }
+    // The last target: every snapshot restores byte for byte.
+    let target = last_target.expect("at least one round");
+    let map = assert_faithful_copies(&target, &src_snaps, true);
+    for id in &ids {
+        h.assert_restores(&target, &map[id], id, tmp.path());
+    }
+    eprintln!(
+        "copy kill test: {kills} kills in {attempts} attempts over {round} rounds \
+         ({finished_early} copies finished before their kill moment); {resumed} resuming \
+         copies sent less than a full copy ({full_bytes} B); {sent_total} B sent in all \
+         ({:.2} full copies for {round} complete targets)",
+        sent_total as f64 / full_bytes as f64
+    );
+    for (phase, n) in &phases {
+        eprintln!("  {n:3} × killed with {phase}");
+    }
+    assert!(kills >= KILLS);
+    assert!(
+        resumed >= 1,
+        "no resuming copy ever sent less than a full copy (seed {seed})"
+    );
 }

@@ -1177,3 +1177,197 @@ fn sigkill_of_copy_at_random_moments_leaves_a_resumable_target() {
         "no resuming copy ever sent less than a full copy (seed {seed})"
     );
 }
+
+// ---- locks ---------------------------------------------------------------------------
+
+/// Longest wait for an event a child process should produce.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child running in the background, reaped only by [`Bg::finish`] (so signals sent before
+/// reach only it, never a recycled pid). Its stdout is discarded: it is judged by its exit
+/// code, its stderr and what it leaves in the repositories.
+struct Bg {
+    what: String,
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Bg {
+    fn spawn(mut cmd: Command) -> Bg {
+        let what = format!("{cmd:?}");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let mut pipe = child.stderr.take().expect("piped");
+        let stderr = Some(std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut buf);
+            buf
+        }));
+        Bg {
+            what,
+            child,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Polls `cond` until it holds; panics if the child exits first.
+    #[track_caller]
+    fn wait_until(&mut self, event: &str, mut cond: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !cond() {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                panic!("`{}` exited ({st}) before {event}", self.what);
+            }
+            assert!(
+                t0.elapsed() < EVENT_TIMEOUT,
+                "`{}`: no {event} within {EVENT_TIMEOUT:?}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("kill(2)");
+    }
+
+    /// Waits for the child; its exit code and stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().expect("wait");
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().expect("stderr reader"))
+            .unwrap_or_default();
+        (status.code(), String::from_utf8_lossy(&err).into_owned())
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(self.pid(), Signal::SIGCONT);
+            let _ = nix::sys::signal::kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A source with `snapshots` backups of about 2 MiB new data each, and a related target.
+fn fixture(tmp: &Path, seed: u64, snapshots: usize) -> (Repo, Repo, History, Vec<String>) {
+    let source = source_at(path_str(&tmp.join("source")));
+    source.init();
+    let mut h = History::new(tmp, seed, 40, 2 << 20);
+    let mut ids = vec![h.backup(&source, &[])];
+    while ids.len() < snapshots {
+        h.change(2 << 20);
+        ids.push(h.backup(&source, &[]));
+    }
+    let target = target_at(path_str(&tmp.join("target")));
+    init_related(&target, &source, Secret::Env);
+    (source, target, h, ids)
+}
+
+#[test]
+fn copy_holds_shared_locks_on_both_repositories() {
+    let tmp = common::tempdir();
+    let (source, target, mut h, ids) = fixture(tmp.path(), 0x10c, 3);
+    let src_locks = tmp.path().join("source/locks");
+    let dst_locks = tmp.path().join("target/locks");
+
+    // Stop the copy once it holds both locks (the source's is taken first).
+    let mut c = Bg::spawn(copy_cmd(&source, &target, &[]));
+    c.wait_until("the copy's lock in the target", || {
+        !files_below(&dst_locks, false).is_empty()
+    });
+    c.signal(Signal::SIGSTOP);
+    assert_eq!(files_below(&src_locks, false).len(), 1, "source lock");
+    assert_eq!(files_below(&dst_locks, false).len(), 1, "target lock");
+
+    // Prune (exclusive) is refused on either side, naming the copy.
+    for (repo, op) in [(&target, "`copy`"), (&source, "`copy (source)`")] {
+        let r = repo.run(&["prune"]);
+        r.expect_code(13);
+        let err = r.stderr();
+        assert!(
+            err.contains("repository is locked")
+                && err.contains(op)
+                && err.contains(&format!("pid {}", c.pid())),
+            "prune's refusal does not name the copy ({op}): {err}"
+        );
+    }
+    // Backups (shared) go on meanwhile, on both sides.
+    h.change(10_000);
+    let during = h.backup(&source, &[]);
+    target_at(&target.location).backup(&[path_str(&h.src)]);
+
+    c.signal(Signal::SIGCONT);
+    let (code, err) = c.finish();
+    assert_eq!(code, Some(0), "copy failed: {err}");
+    assert!(files_below(&src_locks, true).is_empty(), "source lock left");
+    assert!(files_below(&dst_locks, true).is_empty(), "target lock left");
+    // Whatever the copy selected, one more copy brings everything over exactly once.
+    copy(&source, &target, &[]);
+    let originals: Vec<String> = target
+        .snapshots()
+        .iter()
+        .filter_map(|s| s["original"].as_str().map(str::to_owned))
+        .collect();
+    let mut want = ids.clone();
+    want.push(during);
+    assert_eq!(originals, want, "every source snapshot copied once");
+    assert_eq!(
+        target.snapshots().len(),
+        ids.len() + 2,
+        "copies + the direct backup"
+    );
+    let r = target.run(&["--json", "check"]);
+    r.expect_code(0);
+}
+
+#[test]
+#[ignore = "bug: two copies running at once into one target both copy the same snapshots \
+            (copy lists the target's snapshots once, before copying, under a shared lock), \
+            leaving two copies of one source snapshot"]
+fn concurrent_copies_into_one_target_copy_each_snapshot_once() {
+    let tmp = common::tempdir();
+    let (source, target, _h, ids) = fixture(tmp.path(), 0xdc, 4);
+    let dst = tmp.path().join("target");
+    // Copy A is stopped mid-way: after its first pack, before its last snapshot.
+    let mut a = Bg::spawn(copy_cmd(&source, &target, &[]));
+    a.wait_until("copy A's first pack", || target_state(&dst).packs >= 1);
+    a.signal(Signal::SIGSTOP);
+    let done_by_a = target_state(&dst).snapshots;
+    assert!(
+        done_by_a < ids.len(),
+        "copy A finished before it could be stopped; make the fixture bigger"
+    );
+    // Copy B runs to completion meanwhile.
+    let b = copy(&source, &target, &[]);
+    assert_eq!(
+        copied_pairs(&b).len(),
+        ids.len() - done_by_a,
+        "B copies what A had not: {b:#}"
+    );
+    a.signal(Signal::SIGCONT);
+    let (code, err) = a.finish();
+    assert_eq!(code, Some(0), "copy A failed: {err}");
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for s in target.snapshots() {
+        *count
+            .entry(s["original"].as_str().expect("original").to_owned())
+            .or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "source snapshots copied more than once: {dups:?}"
+    );
+    assert_eq!(count.len(), ids.len());
+}

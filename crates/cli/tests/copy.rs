@@ -625,6 +625,93 @@ fn copy_with_a_wrong_target_password_exits_11_and_writes_nothing() {
     assert_eq!(files_below(&target_dir, true), before);
 }
 
+// ---- related repositories ------------------------------------------------------------
+
+#[test]
+fn init_from_an_unopenable_source_creates_nothing() {
+    let tmp = common::tempdir();
+    let source = source_at(path_str(&tmp.path().join("source")));
+    source.init();
+    let target_dir = tmp.path().join("target");
+    let target = target_at(path_str(&target_dir));
+    let wrong = Repo {
+        location: source.location.clone(),
+        password: "not the source password".into(),
+    };
+    let r = run_cmd({
+        let mut c = target.cmd(&["init", "--copy-chunker-params", "--from", &source.location]);
+        c.env("LIFEBOAT_FROM_PASSWORD", &wrong.password);
+        c
+    });
+    r.expect_code(11);
+    assert!(!target_dir.exists(), "a failed init created {target_dir:?}");
+    let r = run_cmd(target.cmd(&["init", "--copy-chunker-params", "--from", &source.location]));
+    r.expect_code(1);
+    assert!(
+        r.stderr().contains("LIFEBOAT_FROM_PASSWORD"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!target_dir.exists());
+    let missing = tmp.path().join("missing");
+    let r = run_cmd({
+        let mut c = target.cmd(&[
+            "init",
+            "--copy-chunker-params",
+            "--from",
+            path_str(&missing),
+        ]);
+        c.env("LIFEBOAT_FROM_PASSWORD", SOURCE_PASSWORD);
+        c
+    });
+    r.expect_code(10);
+    assert!(!target_dir.exists());
+    // --copy-chunker-params needs --from: a usage error.
+    target
+        .run(&["init", "--copy-chunker-params"])
+        .expect_code(2);
+    assert!(!target_dir.exists());
+}
+
+#[test]
+fn related_repositories_dedup_both_ways() {
+    let tmp = common::tempdir();
+    let source = source_at(path_str(&tmp.path().join("source")));
+    source.init();
+    let mut h = History::new(tmp.path(), 0x7e1, 30, 1 << 20);
+    let first = h.backup(&source, &[]);
+    let target = target_at(path_str(&tmp.path().join("target")));
+    init_related(&target, &source, Secret::Env);
+    let r = copy(&source, &target, &[]);
+    assert_eq!(copied_pairs(&r).len(), 1);
+
+    // The target's own backup of the same data, every file re-read, adds no data blobs:
+    // same chunker, same blob ids. (Trees of the source's ancestors may be new: their
+    // mtimes moved since.)
+    let own = target.backup(&["--force", path_str(&h.src)]);
+    let sum = &own["summary"];
+    assert!(num(sum, "bytes_read") > 1 << 20, "{own:#}");
+    assert_eq!(num(sum, "data_blobs_added"), 0, "{own:#}");
+    let new_trees = num(sum, "tree_blobs_added");
+
+    // Copying back finds the copied snapshot already present (same tree, time, host and
+    // paths) and sends only what the source lacks: the target's own snapshot's new trees.
+    let back = copy(&target, &source, &[]);
+    assert_eq!(num(&back, "snapshots_present"), 1, "{back:#}");
+    let pairs = copied_pairs(&back);
+    assert_eq!(pairs.len(), 1, "{back:#}");
+    assert_eq!(pairs[0].0, own["snapshot"].as_str().unwrap(), "{back:#}");
+    assert_eq!(num(&back, "blobs_copied"), new_trees, "{back:#}");
+    assert!(num(&back, "bytes_sent") < 64 * 1024, "{back:#}");
+    assert!(num(&back, "blobs_present") > 0, "{back:#}");
+    let s = source.snapshots();
+    assert_eq!(s.len(), 2);
+    assert_eq!(id_of(&s[0]), first);
+    assert_eq!(s[1]["original"], own["snapshot"]);
+    h.assert_restores(&source, &id_of(&s[1]), &first, tmp.path());
+    assert_clean(&source, true, "after copying back");
+}
+
 // ---- authentication with the source key ----------------------------------------------
 
 #[test]

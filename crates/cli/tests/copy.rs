@@ -741,8 +741,11 @@ fn copy_refuses_a_damaged_source_blob_and_writes_no_snapshot() {
         files_below(&target_dir.join("snapshots"), true).is_empty(),
         "a snapshot of damaged data was copied ({id})"
     );
-    // Nothing was indexed in the target either, so a check finds no error.
+    // Nothing was indexed in the target either, so a check finds no error; the failed copy
+    // released its locks on both sides.
     assert!(files_below(&target_dir.join("index"), true).is_empty());
+    assert!(files_below(&target_dir.join("locks"), true).is_empty());
+    assert!(files_below(&source_dir.join("locks"), true).is_empty());
     let c = target.run(&["--json", "check"]);
     c.expect_code(0);
 }
@@ -1263,6 +1266,124 @@ fn sigkill_of_copy_at_random_moments_leaves_a_resumable_target() {
         resumed >= 1,
         "no resuming copy ever sent less than a full copy (seed {seed})"
     );
+}
+
+// ---- checkpoints within one snapshot ---------------------------------------------------
+
+/// Creates a target related to `source` as `init --copy-chunker-params` does, but with
+/// `pack_size` packs (the command line has no option for the pack size), via the library.
+fn init_related_small_packs(target: &Repo, source: &Repo, pack_size: u32) {
+    use lifeboat_repo::keys::KdfParams;
+    use lifeboat_repo::{InitOptions, Repository};
+    use lifeboat_store::{Store, StoreOptions};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let opts = StoreOptions::default();
+    let src = Repository::open(
+        Store::open(&source.location, &opts).expect("source store"),
+        rt.handle().clone(),
+        source.password.as_bytes(),
+    )
+    .expect("open source");
+    Repository::init(
+        Store::open(&target.location, &opts).expect("target store"),
+        rt.handle().clone(),
+        target.password.as_bytes(),
+        InitOptions {
+            copy_chunker_from: Some(src.config().clone()),
+            related_key: Some(src.key().clone()),
+            kdf: Some(KdfParams::insecure_for_tests()),
+            pack_size_bytes: Some(pack_size),
+            ..Default::default()
+        },
+    )
+    .expect("init target");
+}
+
+/// Distinct blobs in `repo`'s index (`stats`).
+fn indexed_blobs(repo: &Repo) -> u64 {
+    let s = repo.json(&["stats"]);
+    num(&s["repository"], "data_blobs") + num(&s["repository"], "tree_blobs")
+}
+
+#[test]
+fn a_killed_copy_of_one_large_snapshot_resumes_from_its_index_checkpoints() {
+    let tmp = common::tempdir();
+    let source = source_at(path_str(&tmp.path().join("source")));
+    source.init();
+    // ~300 small files: with 32 KiB packs a copy writes dozens of packs for this one snapshot
+    // and checkpoints its index every 16 of them.
+    let mut h = History::new(tmp.path(), 0xc4ec, 300, 200_000);
+    let id = h.backup(&source, &[]);
+    let pack_size = 32 * 1024;
+    let reference = target_at(path_str(&tmp.path().join("reference")));
+    init_related_small_packs(&reference, &source, pack_size);
+    let full = copy(&source, &reference, &[]);
+    let full_blobs = num(&full, "blobs_copied");
+    let index_files = files_below(&tmp.path().join("reference/index"), false).len();
+    assert!(
+        num(&full, "packs_written") >= 48 && index_files >= 4,
+        "too few packs or checkpoints to test resuming: {full:#}"
+    );
+
+    let dir = tmp.path().join("target");
+    let target = target_at(path_str(&dir));
+    init_related_small_packs(&target, &source, pack_size);
+    let mut kills = 0;
+    let mut blobs_sent = 0;
+    loop {
+        let indexed = indexed_blobs(&target);
+        let before = target_state(&dir);
+        let out = run_with_signal(
+            copy_cmd(&source, &target, &[]),
+            Signal::SIGKILL,
+            Trigger::When(Box::new({
+                let dir = dir.clone();
+                move || target_state(&dir).indexes > before.indexes
+            })),
+        )
+        .expect("run copy");
+        let context = format!("after kill {kills}");
+        assert_consistent_prefix(&target, std::slice::from_ref(&id), &context);
+        if out.killed_by() == Some(Signal::SIGKILL as i32) {
+            kills += 1;
+            let now = indexed_blobs(&target);
+            assert!(
+                now > indexed,
+                "{context}: a kill after a checkpoint kept nothing ({indexed} → {now} blobs)"
+            );
+            blobs_sent += now - indexed; // at least; orphaned packs are sent again
+            assert_eq!(target_state(&dir).snapshots, 0, "{context}");
+            continue;
+        }
+        assert_eq!(out.code(), Some(0), "{}", out.stderr_text());
+        let r: Value = serde_json::from_slice(&out.stdout).expect("copy report");
+        assert_eq!(
+            num(&r, "blobs_present"),
+            indexed,
+            "the resuming copy reuses every checkpointed blob: {r:#}"
+        );
+        assert_eq!(
+            num(&r, "blobs_copied") + indexed,
+            full_blobs,
+            "the resuming copy sends exactly the rest: {r:#}"
+        );
+        if kills > 0 {
+            assert!(num(&r, "bytes_sent") < num(&full, "bytes_sent"), "{r:#}");
+        }
+        blobs_sent += num(&r, "blobs_copied");
+        break;
+    }
+    eprintln!("{kills} kills at index checkpoints; {blobs_sent} of {full_blobs} blobs kept");
+    assert!(kills >= 3, "only {kills} checkpoints were hit");
+    assert_eq!(blobs_sent, full_blobs);
+    let map = assert_faithful_copies(&target, &source.snapshots(), true);
+    h.assert_restores(&target, &map[&id], &id, tmp.path());
+    let c = target.run(&["--json", "check", "--read-data"]);
+    c.expect_code(0);
 }
 
 // ---- locks ---------------------------------------------------------------------------

@@ -2,13 +2,20 @@
 //! loopback server), assertions on what lands in the target and on what restores from it.
 //!
 //! * local → local with different passwords: every field of every snapshot carried over
-//!   (`original` set, `parent` mapped), every copy restores byte for byte, `check --read-data`
-//!   is clean, a second copy sends nothing, a later copy sends only the new data;
-//! * a target that does not share blob ids is refused and left untouched;
+//!   (`original` set, `parent` mapped), packs re-sealed (none byte-identical to the source's),
+//!   every copy restores byte for byte, `check --read-data` is clean, a second copy sends
+//!   nothing, a later copy sends only the new data; lag before/after;
+//! * refusals that write nothing: a target that does not share blob ids, a wrong or missing
+//!   target password, `init --copy-chunker-params` from a source it cannot open; a damaged
+//!   source blob fails authentication and no snapshot is copied;
+//! * related repositories dedup both ways (the target's own backups, copying back);
 //! * selection by id, `--tag` and `--host`;
 //! * local → S3 and S3 → local;
 //! * SIGKILL of a copy at random moments: the target always checks clean, the next copy
-//!   finishes, and it resumes (sends exactly what the killed copies did not finish).
+//!   finishes, and it resumes (sends exactly what the killed copies did not get indexed),
+//!   also from the index checkpoints within one large snapshot;
+//! * locks: copy holds shared locks on both repositories; two concurrent copies into one
+//!   target duplicate snapshots (an ignored test documents the bug).
 //!
 //! The kill test prints its seed; `LIFEBOAT_COPY_SEED=<u64>` replays another. Kills are
 //! synchronised on events in the target (the k-th new pack, index or snapshot object) or fall
@@ -612,7 +619,7 @@ fn copy_with_a_wrong_target_password_exits_11_and_writes_nothing() {
         password: "not the target password".into(),
     };
     run_cmd(copy_cmd(&source, &wrong, &[])).expect_code(11);
-    // No target password at all: a usage-level error naming the variable.
+    // No target password at all: an error naming the variable to set.
     let mut c = source.cmd(&["copy", "--to", &target.location]);
     c.env_remove("LIFEBOAT_TO_PASSWORD");
     let r = run_cmd(c);

@@ -44,7 +44,8 @@ pub fn lifeboat_cmd_as(uid: u32, gid: u32, password: Option<&str>) -> Command {
     c
 }
 
-/// Cheap KDF, the given password, no inherited LIFEBOAT_* settings, stdin from /dev/null.
+/// Cheap KDF, the given password, no inherited LIFEBOAT_* settings (the copy target's and
+/// init source's too), stdin from /dev/null.
 pub fn apply_env(c: &mut Command, password: Option<&str>) {
     for v in [
         "LIFEBOAT_REPOSITORY",
@@ -53,6 +54,14 @@ pub fn apply_env(c: &mut Command, password: Option<&str>) {
         "LIFEBOAT_KEY_FILE",
         "LIFEBOAT_NEW_PASSWORD",
         "LIFEBOAT_LOG",
+        "LIFEBOAT_TO_REPOSITORY",
+        "LIFEBOAT_TO_PASSWORD",
+        "LIFEBOAT_TO_PASSWORD_FILE",
+        "LIFEBOAT_TO_KEY_FILE",
+        "LIFEBOAT_FROM_REPOSITORY",
+        "LIFEBOAT_FROM_PASSWORD",
+        "LIFEBOAT_FROM_PASSWORD_FILE",
+        "LIFEBOAT_FROM_KEY_FILE",
     ] {
         c.env_remove(v);
     }

@@ -1547,9 +1547,6 @@ fn copy_holds_shared_locks_on_both_repositories() {
 }
 
 #[test]
-#[ignore = "bug: two copies running at once into one target both copy the same snapshots \
-            (copy lists the target's snapshots once, before copying, under a shared lock), \
-            leaving two copies of one source snapshot"]
 fn concurrent_copies_into_one_target_copy_each_snapshot_once() {
     let tmp = common::tempdir();
     let (source, target, _h, ids) = fixture(tmp.path(), 0xdc, 4);

@@ -67,6 +67,14 @@ fn is_present(id: &SnapshotId, snap: &Snapshot, target: &SnapshotList) -> bool {
     })
 }
 
+/// The target id of the copy of source snapshot `id`: keyed by the target's blob-id key, so
+/// deterministic per (target, source snapshot).
+fn copy_id(dst: &Repository, id: &SnapshotId) -> SnapshotId {
+    let mut input = b"lifeboat copy of snapshot ".to_vec();
+    input.extend_from_slice(&id.0);
+    SnapshotId(dst.key().blob_id(&input).0)
+}
+
 /// Seconds since the newest snapshot in `pending` was taken: how far the target lags.
 pub fn lag_secs(pending: &[&(SnapshotId, Snapshot)]) -> Option<f64> {
     let newest = pending.iter().map(|(_, s)| s.time).max()?;
@@ -147,9 +155,15 @@ pub fn run(
         let mut copy = snap.clone();
         copy.original = Some(*id);
         copy.parent = snap.parent.and_then(|p| mapped.get(&p).copied());
-        let new_id = dst.save_snapshot(&copy)?;
+        // The copy's id is derived from the source id, and written only if absent: of two
+        // copies racing into one target, exactly one writes each snapshot.
+        let new_id = copy_id(dst, id);
+        if dst.save_snapshot_as(&new_id, &copy)? {
+            report.copied.push((*id, new_id));
+        } else {
+            report.snapshots_present += 1;
+        }
         mapped.insert(*id, new_id);
-        report.copied.push((*id, new_id));
         target.push((new_id, copy));
     }
     report.bytes_sent = sink.bytes_sent;

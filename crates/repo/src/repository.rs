@@ -289,6 +289,19 @@ impl Repository {
         Ok(id)
     }
 
+    /// Writes a snapshot under a chosen id unless one exists; false if it already did.
+    pub fn save_snapshot_as(&self, id: &SnapshotId, snap: &Snapshot) -> Result<bool> {
+        self.check_lock()?;
+        match self.block_on(
+            self.store
+                .put_if_absent(&snapshot_key(id), snap.seal(&self.key, id).into()),
+        ) {
+            Ok(()) => Ok(true),
+            Err(lifeboat_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Every snapshot sorted by time; damaged ones are returned as errors naming the object.
     pub fn list_snapshots_checked(
         &self,

@@ -398,8 +398,13 @@ fn a_damaged_verification_record_costs_only_its_information() {
         "{}",
         human.stderr()
     );
-    // Subset checks go on recording.
+    // Subset checks go on recording, and the next recording check merges the damaged record
+    // away: one record remains and nothing warns any more.
     let (c, _) = l.subset(false, "25%");
     assert_eq!(num(&c, "packs_never_verified") as usize, n - per, "{c:#}");
-    assert_eq!(l.records().len(), 2);
+    let after = l.records();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!after.contains_key(&record), "the damaged record survived: {after:?}");
+    let quiet = l.check(false, &[], 0);
+    assert_eq!(quiet["notes"], serde_json::Value::Null, "{quiet:#}");
 }

@@ -404,7 +404,10 @@ fn a_damaged_verification_record_costs_only_its_information() {
     assert_eq!(num(&c, "packs_never_verified") as usize, n - per, "{c:#}");
     let after = l.records();
     assert_eq!(after.len(), 1, "{after:?}");
-    assert!(!after.contains_key(&record), "the damaged record survived: {after:?}");
+    assert!(
+        !after.contains_key(&record),
+        "the damaged record survived: {after:?}"
+    );
     let quiet = l.check(false, &[], 0);
     assert_eq!(quiet["notes"], serde_json::Value::Null, "{quiet:#}");
 }

@@ -187,10 +187,11 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             None => unindexed.push((id, size)),
         }
     }
-    // Candidates for repacking: packs whose own unused share exceeds max_unused. They are
+    // Candidates for repacking: data packs whose own unused share exceeds max_unused. They are
     // repacked most-wasteful first until the unused bytes left in kept packs are at most
     // max_unused of what stays (restic's budget), so a 5 % threshold never rewrites a
-    // repository just to recover its last few percent.
+    // repository just to recover its last few percent. Tree packs with any waste are repacked
+    // unless max_unused is 100 %.
     let mut fates = Vec::with_capacity(stats.len());
     let mut candidates = Vec::new();
     let (mut used_total, mut unused_left) = (0u64, 0u64);
@@ -209,11 +210,16 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             Some(_) if st.used_blobs == 0 => Fate::Delete,
             Some(_) => {
                 used_total += st.used_bytes;
-                unused_left += unused;
-                if unused as f64 > opts.max_unused * st.entry_bytes as f64 {
-                    candidates.push(i);
+                if st.kind == Some(BlobKind::Tree) && unused > 0 && opts.max_unused < 1.0 {
+                    // Every walk reads trees: keep tree packs dense (they are small), as restic does.
+                    Fate::Repack
+                } else {
+                    unused_left += unused;
+                    if unused as f64 > opts.max_unused * st.entry_bytes as f64 {
+                        candidates.push(i);
+                    }
+                    Fate::Keep
                 }
-                Fate::Keep
             }
         };
         fates.push(fate);

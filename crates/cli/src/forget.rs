@@ -99,8 +99,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "dry_run")]
     prune: bool,
     /// --max-unused for --prune.
-    #[arg(long, default_value = "5%", requires = "prune")]
-    max_unused: String,
+    #[arg(long, default_value = "5%", requires = "prune", value_parser = crate::prune::parse_share)]
+    max_unused: f64,
 }
 
 impl Args {
@@ -416,7 +416,7 @@ fn then_prune(
         return Ok(None);
     }
     let opts = PruneOptions {
-        max_unused: crate::prune::parse_share(&a.max_unused)?,
+        max_unused: a.max_unused,
         dry_run: false,
     };
     crate::prune::run_with(g, repo, &opts, !g.json).map(Some)

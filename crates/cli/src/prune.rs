@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use lifeboat_repo::lock::LockKind;
 use lifeboat_repo::prune::{self, PruneOptions, PruneReport};
 use lifeboat_types::human_bytes;
@@ -15,21 +15,21 @@ use crate::progress::Bar;
 pub struct Args {
     /// Unused space to tolerate, e.g. "5%": packs more wasteful than this are repacked, most
     /// wasteful first, until at most this share of the repository is unused ("0%": all waste).
-    #[arg(long, default_value = "5%")]
-    max_unused: String,
+    #[arg(long, default_value = "5%", value_parser = parse_share)]
+    max_unused: f64,
     /// Only report what would be deleted and repacked.
     #[arg(long)]
     dry_run: bool,
 }
 
-/// Parses "5%", "5" or "0.5%" into a fraction.
-pub fn parse_share(s: &str) -> Result<f64> {
-    let n: f64 = match s.trim_end_matches('%').parse() {
-        Ok(n) => n,
-        Err(_) => bail!("--max-unused wants a percentage like 5%, got {s:?}"),
-    };
+/// Parses "5%", "5" or "0.5%" into a fraction (a clap value parser: bad input exits 2).
+pub fn parse_share(s: &str) -> std::result::Result<f64, String> {
+    let n: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("wants a percentage like 5%, got {s:?}"))?;
     if !(0.0..=100.0).contains(&n) {
-        bail!("--max-unused must be between 0% and 100%, got {s:?}");
+        return Err(format!("must be between 0% and 100%, got {s:?}"));
     }
     Ok(n / 100.0)
 }
@@ -37,7 +37,7 @@ pub fn parse_share(s: &str) -> Result<f64> {
 /// Runs `prune`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let opts = PruneOptions {
-        max_unused: parse_share(&a.max_unused)?,
+        max_unused: a.max_unused,
         dry_run: a.dry_run,
     };
     let s = open(g)?;

@@ -1363,7 +1363,12 @@ fn a_killed_copy_of_one_large_snapshot_resumes_from_its_index_checkpoints() {
                 "{context}: a kill after a checkpoint kept nothing ({indexed} → {now} blobs)"
             );
             blobs_sent += now - indexed; // at least; orphaned packs are sent again
-            assert_eq!(target_state(&dir).snapshots, 0, "{context}");
+            if target_state(&dir).snapshots == 1 {
+                // The trigger fired on the final index file and the kill landed only after
+                // the snapshot that follows it: the copy had finished. Still consistent.
+                assert_eq!(now, full_blobs, "{context}: a snapshot before all blobs");
+                break;
+            }
             continue;
         }
         assert_eq!(out.code(), Some(0), "{}", out.stderr_text());

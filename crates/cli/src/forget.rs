@@ -4,7 +4,7 @@
 //! file selects the snapshots, prints the plan group by group and deletes `snapshots/<id>`
 //! objects. Data stays in the packs until a prune.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -154,22 +154,7 @@ impl Filter {
 
 /// Absolute and lexically normal, as `backup` records source paths.
 fn absolute(p: &Path) -> std::io::Result<String> {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(p)
-    };
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    Ok(out.display().to_string())
+    Ok(lifeboat_repo::absolute_path(p)?.display().to_string())
 }
 
 /// Runs `forget`.

@@ -232,32 +232,9 @@ fn assert_faithful_copies(
     map
 }
 
-/// Objects below `dir` (recursively) as `name → size`, names relative to `dir`. Staging files
-/// (`name#N`, left by a killed write) are left out unless `staging`.
-fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {
-    fn walk(root: &Path, d: &Path, staging: bool, out: &mut BTreeMap<String, u64>) {
-        let Ok(rd) = fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(md) = fs::symlink_metadata(&p) else {
-                continue; // renamed meanwhile
-            };
-            if md.is_dir() {
-                walk(root, &p, staging, out);
-            } else if staging || !e.file_name().to_string_lossy().contains('#') {
-                let rel = p.strip_prefix(root).expect("below root");
-                out.insert(rel.to_string_lossy().into_owned(), md.len());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, staging, &mut out);
-    out
-}
-
 /// Every file of a local repository except locks: `kind/name → size`.
 fn repo_files(dir: &Path) -> BTreeMap<String, u64> {
-    files_below(dir, true)
+    common::files_below(dir, true)
         .into_iter()
         .filter(|(k, _)| !k.starts_with("locks/"))
         .collect()
@@ -342,7 +319,7 @@ impl History {
             &self.src.join(format!("new/step{:02}.bin", self.step)),
             &data,
         );
-        let mut files: Vec<PathBuf> = files_below(&self.src, true)
+        let mut files: Vec<PathBuf> = common::files_below(&self.src, true)
             .into_keys()
             .filter(|k| k.ends_with(".txt") || k.ends_with(".dat"))
             .map(|k| self.src.join(k))
@@ -453,7 +430,7 @@ fn local_copy_is_faithful_idempotent_and_incremental() {
     );
     assert_eq!(lag(&first, "lag_after_secs"), None, "{first:#}");
     // What was sent is what now sits in data/ (nothing else wrote there).
-    let target_packs = files_below(&target_dir.join("data"), true);
+    let target_packs = common::files_below(&target_dir.join("data"), true);
     assert_eq!(
         num(&first, "packs_written") as usize,
         target_packs.len(),
@@ -465,7 +442,7 @@ fn local_copy_is_faithful_idempotent_and_incremental() {
         "bytes_sent is the size of the packs written"
     );
     // Re-sealed with the target key: no pack is byte-identical to a source pack.
-    let src_packs = files_below(&tmp.path().join("source/data"), true);
+    let src_packs = common::files_below(&tmp.path().join("source/data"), true);
     let shared: Vec<_> = target_packs
         .keys()
         .filter(|k| src_packs.contains_key(*k))
@@ -547,7 +524,7 @@ fn local_copy_is_faithful_idempotent_and_incremental() {
 /// leaves the target's directory exactly as it was (locks released too).
 #[track_caller]
 fn assert_refused_unrelated(source: &Repo, target: &Repo, target_dir: &Path) {
-    let before = files_below(target_dir, true);
+    let before = common::files_below(target_dir, true);
     let r = run_cmd(copy_cmd(source, target, &[]));
     r.expect_code(1);
     let err = r.stderr();
@@ -566,11 +543,11 @@ fn assert_refused_unrelated(source: &Repo, target: &Repo, target_dir: &Path) {
     );
     assert!(r.stdout().trim().is_empty(), "no report: {}", r.stdout());
     for sub in ["data", "index", "snapshots"] {
-        let found = files_below(&target_dir.join(sub), true);
+        let found = common::files_below(&target_dir.join(sub), true);
         assert!(found.is_empty(), "refused copy wrote {sub}/: {found:?}");
     }
     assert_eq!(
-        files_below(target_dir, true),
+        common::files_below(target_dir, true),
         before,
         "refused copy changed the target (or left a lock)"
     );
@@ -599,7 +576,7 @@ fn copy_into_an_unrelated_repository_is_refused_and_writes_nothing() {
     assert_refused_unrelated(&source, &cousin, &cousin_dir);
 
     // Nor does the source keep a lock behind.
-    let locks = files_below(&tmp.path().join("source/locks"), true);
+    let locks = common::files_below(&tmp.path().join("source/locks"), true);
     assert!(locks.is_empty(), "source locks left: {locks:?}");
 }
 
@@ -613,7 +590,7 @@ fn copy_with_a_wrong_target_password_exits_11_and_writes_nothing() {
     let target_dir = tmp.path().join("target");
     let target = target_at(path_str(&target_dir));
     init_related(&target, &source, Secret::Env);
-    let before = files_below(&target_dir, true);
+    let before = common::files_below(&target_dir, true);
     let wrong = Repo {
         location: target.location.clone(),
         password: "not the target password".into(),
@@ -629,7 +606,7 @@ fn copy_with_a_wrong_target_password_exits_11_and_writes_nothing() {
         "{}",
         r.stderr()
     );
-    assert_eq!(files_below(&target_dir, true), before);
+    assert_eq!(common::files_below(&target_dir, true), before);
 }
 
 // ---- related repositories ------------------------------------------------------------
@@ -733,7 +710,7 @@ fn copy_refuses_a_damaged_source_blob_and_writes_no_snapshot() {
     let target = target_at(path_str(&target_dir));
     init_related(&target, &source, Secret::Env);
     // The biggest pack holds the large file's data blobs; damage one in the middle.
-    let packs = files_below(&source_dir.join("data"), false);
+    let packs = common::files_below(&source_dir.join("data"), false);
     let (victim, _) = packs.iter().max_by_key(|(_, s)| **s).expect("a pack");
     flip_middle_byte(&source_dir.join("data").join(victim)).expect("flip");
     let r = run_cmd(copy_cmd(&source, &target, &[]));
@@ -745,14 +722,14 @@ fn copy_refuses_a_damaged_source_blob_and_writes_no_snapshot() {
         r.stderr()
     );
     assert!(
-        files_below(&target_dir.join("snapshots"), true).is_empty(),
+        common::files_below(&target_dir.join("snapshots"), true).is_empty(),
         "a snapshot of damaged data was copied ({id})"
     );
     // Nothing was indexed in the target either, so a check finds no error; the failed copy
     // released its locks on both sides.
-    assert!(files_below(&target_dir.join("index"), true).is_empty());
-    assert!(files_below(&target_dir.join("locks"), true).is_empty());
-    assert!(files_below(&source_dir.join("locks"), true).is_empty());
+    assert!(common::files_below(&target_dir.join("index"), true).is_empty());
+    assert!(common::files_below(&target_dir.join("locks"), true).is_empty());
+    assert!(common::files_below(&source_dir.join("locks"), true).is_empty());
     let c = target.run(&["--json", "check"]);
     c.expect_code(0);
 }
@@ -990,12 +967,12 @@ struct TargetState {
 }
 
 fn target_state(dir: &Path) -> TargetState {
-    let data = files_below(&dir.join("data"), true);
+    let data = common::files_below(&dir.join("data"), true);
     let staging = data.keys().filter(|k| k.contains('#')).count();
     TargetState {
         packs: data.len() - staging,
-        indexes: files_below(&dir.join("index"), false).len(),
-        snapshots: files_below(&dir.join("snapshots"), false).len(),
+        indexes: common::files_below(&dir.join("index"), false).len(),
+        snapshots: common::files_below(&dir.join("snapshots"), false).len(),
         staging,
         data_bytes: data.values().sum(),
     }
@@ -1330,7 +1307,7 @@ fn a_killed_copy_of_one_large_snapshot_resumes_from_its_index_checkpoints() {
     init_related_small_packs(&reference, &source, pack_size);
     let full = copy(&source, &reference, &[]);
     let full_blobs = num(&full, "blobs_copied");
-    let index_files = files_below(&tmp.path().join("reference/index"), false).len();
+    let index_files = common::files_below(&tmp.path().join("reference/index"), false).len();
     assert!(
         num(&full, "packs_written") >= 48 && index_files >= 4,
         "too few packs or checkpoints to test resuming: {full:#}"
@@ -1504,11 +1481,19 @@ fn copy_holds_shared_locks_on_both_repositories() {
     // Stop the copy once it holds both locks (the source's is taken first).
     let mut c = Bg::spawn(copy_cmd(&source, &target, &[]));
     c.wait_until("the copy's lock in the target", || {
-        !files_below(&dst_locks, false).is_empty()
+        !common::files_below(&dst_locks, false).is_empty()
     });
     c.signal(Signal::SIGSTOP);
-    assert_eq!(files_below(&src_locks, false).len(), 1, "source lock");
-    assert_eq!(files_below(&dst_locks, false).len(), 1, "target lock");
+    assert_eq!(
+        common::files_below(&src_locks, false).len(),
+        1,
+        "source lock"
+    );
+    assert_eq!(
+        common::files_below(&dst_locks, false).len(),
+        1,
+        "target lock"
+    );
 
     // Prune (exclusive) is refused on either side, naming the copy.
     for (repo, op) in [(&target, "`copy`"), (&source, "`copy (source)`")] {
@@ -1530,8 +1515,14 @@ fn copy_holds_shared_locks_on_both_repositories() {
     c.signal(Signal::SIGCONT);
     let (code, err) = c.finish();
     assert_eq!(code, Some(0), "copy failed: {err}");
-    assert!(files_below(&src_locks, true).is_empty(), "source lock left");
-    assert!(files_below(&dst_locks, true).is_empty(), "target lock left");
+    assert!(
+        common::files_below(&src_locks, true).is_empty(),
+        "source lock left"
+    );
+    assert!(
+        common::files_below(&dst_locks, true).is_empty(),
+        "target lock left"
+    );
     // Whatever the copy selected, one more copy brings everything over exactly once.
     copy(&source, &target, &[]);
     let originals: Vec<String> = target

@@ -53,29 +53,6 @@ fn forget(repo: &Path, id: &str) {
     );
 }
 
-/// Objects below `dir` (recursively) as `name → size`, names relative to `dir`. Staging files
-/// (`name#N`, left by a killed write) are left out unless `staging`.
-fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {
-    fn walk(root: &Path, d: &Path, staging: bool, out: &mut BTreeMap<String, u64>) {
-        let Ok(rd) = fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(md) = fs::symlink_metadata(&p) else {
-                continue; // deleted meanwhile
-            };
-            if md.is_dir() {
-                walk(root, &p, staging, out);
-            } else if staging || !e.file_name().to_string_lossy().contains('#') {
-                let rel = p.strip_prefix(root).expect("below root");
-                out.insert(rel.to_string_lossy().into_owned(), md.len());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, staging, &mut out);
-    out
-}
-
 /// A local repository: the CLI handle plus its directory.
 struct LocalRepo {
     cli: Repo,
@@ -191,16 +168,16 @@ impl LocalRepo {
 
     /// Pack objects, `xx/<id>` (below `data/`) → size.
     fn packs(&self) -> BTreeMap<String, u64> {
-        files_below(&self.dir.join("data"), false)
+        common::files_below(&self.dir.join("data"), false)
     }
 
     fn index_files(&self) -> BTreeMap<String, u64> {
-        files_below(&self.dir.join("index"), false)
+        common::files_below(&self.dir.join("index"), false)
     }
 
     /// Lock object names (without the `locks/` prefix).
     fn locks(&self) -> BTreeSet<String> {
-        files_below(&self.dir.join("locks"), false)
+        common::files_below(&self.dir.join("locks"), false)
             .into_keys()
             .collect()
     }
@@ -783,8 +760,8 @@ fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
     let data = dir.join("data");
     let index = dir.join("index");
     let locks = dir.join("locks");
-    let packs0 = files_below(&data, true);
-    let index0 = files_below(&index, false);
+    let packs0 = common::files_below(&data, true);
+    let index0 = common::files_below(&index, false);
     match rng.gen_range(0..8) {
         0 => (Trigger::After(Duration::ZERO), "immediately".into()),
         1 | 2 => {
@@ -792,14 +769,16 @@ fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
             (Trigger::After(d), format!("after {d:?}"))
         }
         3 => (
-            Trigger::When(Box::new(move || !files_below(&locks, true).is_empty())),
+            Trigger::When(Box::new(move || {
+                !common::files_below(&locks, true).is_empty()
+            })),
             "once its lock object appears".into(),
         ),
         4 => {
             let k = rng.gen_range(1..=3);
             (
                 Trigger::When(Box::new(move || {
-                    files_below(&data, true)
+                    common::files_below(&data, true)
                         .keys()
                         .filter(|n| !packs0.contains_key(*n))
                         .count()
@@ -810,7 +789,7 @@ fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
         }
         5 => (
             Trigger::When(Box::new(move || {
-                files_below(&index, true)
+                common::files_below(&index, true)
                     .keys()
                     .any(|n| !index0.contains_key(n))
             })),
@@ -820,7 +799,7 @@ fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
             let k = rng.gen_range(1..=index0.len().max(1));
             (
                 Trigger::When(Box::new(move || {
-                    let now = files_below(&index, false);
+                    let now = common::files_below(&index, false);
                     index0.keys().filter(|n| !now.contains_key(*n)).count() >= k
                 })),
                 format!("when old index file #{k} is gone"),
@@ -830,7 +809,7 @@ fn kill_trigger(rng: &mut StdRng, dir: &Path) -> (Trigger, String) {
             let k = rng.gen_range(1..=6);
             (
                 Trigger::When(Box::new(move || {
-                    let now = files_below(&data, true);
+                    let now = common::files_below(&data, true);
                     packs0.keys().filter(|n| !now.contains_key(*n)).count() >= k
                 })),
                 format!("when pack #{k} is deleted"),
@@ -980,7 +959,8 @@ fn sigkill_of_prune_at_random_moments_never_loses_live_data() {
     for (id, frozen) in &live {
         repo.assert_restores(id, frozen, &src.root, &scratch);
     }
-    let staging = files_below(&repo.dir, true).len() - files_below(&repo.dir, false).len();
+    let staging =
+        common::files_below(&repo.dir, true).len() - common::files_below(&repo.dir, false).len();
     eprintln!(
         "{staging} staging files of killed writes remain; prune kill test took {:.2?}",
         t0.elapsed()
@@ -1030,7 +1010,7 @@ fn prune_is_refused_while_a_backup_runs_and_waits_for_it_with_retry_lock() {
     let mut pruner = Bg::spawn(cmd);
     let mut attempts = BTreeSet::new();
     pruner.wait_until("two lock attempts by the waiting prune", |_| {
-        for l in files_below(&repo.dir.join("locks"), true).into_keys() {
+        for l in common::files_below(&repo.dir.join("locks"), true).into_keys() {
             let name = l.split('#').next().expect("name").to_owned();
             if !backup_lock.contains(&name) {
                 attempts.insert(name);
@@ -1256,13 +1236,13 @@ fn resume_a_prune_after_its_lock_was_broken(lock_expiry: &str, pause: Duration) 
     let src = tmp.path().join("mix");
     let (_, garbage_file, garbage) = mixed_garbage(&repo, &src, 71);
 
-    let packs0 = files_below(&repo.dir.join("data"), true);
+    let packs0 = common::files_below(&repo.dir.join("data"), true);
     let mut cmd = repo.cli.cmd(&["--json", "--lock-expiry", lock_expiry]);
     cmd.args(["prune", "--max-unused", "0%"]);
     let mut pruner = Bg::spawn(cmd);
     let data = repo.dir.join("data");
     pruner.wait_until("prune writes its first new pack", |_| {
-        files_below(&data, true)
+        common::files_below(&data, true)
             .keys()
             .any(|k| !packs0.contains_key(k))
     });

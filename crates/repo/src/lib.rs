@@ -48,6 +48,7 @@ pub use backup::BackupOptions;
 pub use error::{Error, Result};
 pub use repository::{InitOptions, Repository};
 pub use restore::RestoreOptions;
+pub use walk::absolute as absolute_path;
 
 /// This machine's host name (for snapshots and key slots).
 pub fn host_name() -> String {

@@ -76,7 +76,7 @@ pub(crate) fn glob_set(patterns: &[String], flag: &str) -> Result<globset::GlobS
 }
 
 /// Makes a path absolute and lexically normal without resolving symlinks in the last component.
-pub(crate) fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+pub fn absolute(p: &Path) -> std::io::Result<PathBuf> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {

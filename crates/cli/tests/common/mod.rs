@@ -549,3 +549,26 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// Objects below `dir` (recursively) as `name → size`, names relative to `dir`. Staging files
+/// (`name#N`, left by a killed write) are left out unless `staging`.
+pub fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {
+    fn walk(root: &Path, d: &Path, staging: bool, out: &mut BTreeMap<String, u64>) {
+        let Ok(rd) = fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = fs::symlink_metadata(&p) else {
+                continue; // deleted meanwhile
+            };
+            if md.is_dir() {
+                walk(root, &p, staging, out);
+            } else if staging || !e.file_name().to_string_lossy().contains('#') {
+                let rel = p.strip_prefix(root).expect("below root");
+                out.insert(rel.to_string_lossy().into_owned(), md.len());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, staging, &mut out);
+    out
+}

@@ -333,7 +333,11 @@ pub fn acquire(
                     match &f.stale {
                         Some(why) => {
                             tracing::warn!("removing stale {} ({why})", f.describe());
-                            repo.block_on(repo.store().delete(&f.object))?;
+                            if let Err(e) = repo.block_on(repo.store().delete(&f.object)) {
+                                // Leave no lock of ours behind when giving up.
+                                let _ = repo.block_on(repo.store().delete(&object));
+                                return Err(e.into());
+                            }
                         }
                         None => live.push(f),
                     }

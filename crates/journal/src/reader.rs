@@ -8,7 +8,8 @@ use crate::segment;
 use crate::Lsn;
 
 /// Calls `f` for every record with LSN ≥ `from_lsn`, in order, one segment in memory at a
-/// time. Checks CRCs, LSNs and the hash chain; damage fails with its LSN. A torn tail of the
+/// time. Checks CRCs, LSNs and the hash chain; damage fails with its LSN,
+/// after the records before it were delivered. A torn tail of the
 /// last segment (a journal not yet reopened after a crash) ends the iteration.
 pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Result<()> {
     let segments = segment::list_segments(dir)?;
@@ -22,6 +23,7 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let scan = segment::scan(path, &bytes, true)?;
+        let stop = scan.stop.clone();
         if scan.header.first_lsn != *first {
             return Err(Error::BadSegment {
                 path: path.clone(),
@@ -40,20 +42,20 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
                 });
             }
         }
-        if let Some((lsn, reason)) = scan.stop.clone() {
+        let next = scan.header.first_lsn + scan.records.len() as u64;
+        prev = Some((next, scan.last_hash));
+        for (_, r) in scan.records {
+            if r.lsn >= from_lsn {
+                f(r);
+            }
+        }
+        if let Some((lsn, reason)) = stop {
             if i + 1 != n || !reason.is_tear_like() {
                 return Err(Error::Corrupt {
                     lsn,
                     path: path.clone(),
                     reason,
                 });
-            }
-        }
-        let next = scan.header.first_lsn + scan.records.len() as u64;
-        prev = Some((next, scan.last_hash));
-        for (_, r) in scan.records {
-            if r.lsn >= from_lsn {
-                f(r);
             }
         }
     }

@@ -125,13 +125,30 @@ pub fn create_segment(
         .map_err(|e| Error::io(&tmp, e))?;
     f.write_all(&header.encode())
         .map_err(|e| Error::io(&tmp, e))?;
-    if prealloc > SEGMENT_HEADER_LEN as u64 {
-        f.set_len(prealloc).map_err(|e| Error::io(&tmp, e))?;
-    }
+    preallocate(&f, prealloc).map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
     Ok((f, path))
+}
+
+/// Reserves blocks up to `len` (real allocation via `fallocate`, so later `fdatasync`s need
+/// not record new block allocations); falls back to a sparse `set_len` where unsupported.
+pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 || f.metadata()?.len() >= len {
+        return Ok(());
+    }
+    match nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        len as i64,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => f.set_len(len),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Result of scanning one segment's bytes.

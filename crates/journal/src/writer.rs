@@ -444,9 +444,7 @@ fn set_aside_tail(
         .open(path)
         .map_err(|e| Error::io(path, e))?;
     f.set_len(end as u64).map_err(|e| Error::io(path, e))?;
-    if prealloc > end as u64 {
-        f.set_len(prealloc).map_err(|e| Error::io(path, e))?;
-    }
+    segment::preallocate(&f, prealloc).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))?;
     segment::sync_dir(dir)?;
     Ok(TornTail {

@@ -423,3 +423,38 @@ async fn concurrent_appenders_share_fsyncs() {
         "{report:?}"
     );
 }
+
+#[test]
+fn a_missing_middle_segment_is_an_error_naming_the_lsn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    fill(&dir, 4096, 80);
+    let segs = segment::list_segments(&dir).unwrap();
+    assert!(segs.len() >= 3);
+    std::fs::remove_file(&segs[1].1).unwrap();
+    match Journal::open(&dir, opts(4096)) {
+        Err(Error::Corrupt { lsn, .. }) => assert_eq!(lsn, segs[1].0),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a journal with a hole"),
+    }
+    let report = verify(&dir, 1).unwrap();
+    assert!(!report.is_valid);
+    assert_eq!(report.errors[0].0, segs[1].0, "{report:?}");
+}
+
+#[test]
+fn closed_segments_are_trimmed_and_the_active_one_preallocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    fill(&dir, 4096, 80);
+    let segs = segments(&dir);
+    for s in &segs[..segs.len() - 1] {
+        let len = std::fs::metadata(s).unwrap().len() as usize;
+        assert_eq!(
+            len,
+            record_ranges(s).last().unwrap().1,
+            "closed segment holds exactly its records"
+        );
+    }
+    assert_eq!(std::fs::metadata(segs.last().unwrap()).unwrap().len(), 4096);
+}

@@ -50,7 +50,10 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
             }
         }
         if let Some((lsn, reason)) = stop {
-            if i + 1 != n || !reason.is_tear_like() {
+            let mid_log = scan
+                .valid_after_stop
+                .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
+            if i + 1 != n || !reason.is_tear_like() || mid_log {
                 return Err(Error::Corrupt {
                     lsn,
                     path: path.clone(),
@@ -122,7 +125,10 @@ pub fn verify(dir: &Path, from_lsn: Lsn) -> Result<VerifyReport> {
             .filter(|(_, r)| r.lsn >= from_lsn)
             .count() as u64;
         if let Some((lsn, reason)) = &scan.stop {
-            let what = if i + 1 == n && reason.is_tear_like() {
+            let mid_log = scan
+                .valid_after_stop
+                .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
+            let what = if i + 1 == n && reason.is_tear_like() && !mid_log {
                 "torn tail"
             } else {
                 "corrupt record"

@@ -151,6 +151,22 @@ pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
     }
 }
 
+/// Sector size assumed for torn writes.
+pub const SECTOR: usize = 512;
+
+/// True if a 512-byte-aligned, all-zero sector overlaps `bytes[from..to]`: an unwritten sector
+/// of preallocated (zeroed) space, which is what a torn multi-sector write leaves behind.
+pub fn zero_sector_in(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut s = from / SECTOR * SECTOR;
+    while s < to && s + SECTOR <= bytes.len() {
+        if bytes[s..s + SECTOR].iter().all(|&b| b == 0) {
+            return true;
+        }
+        s += SECTOR;
+    }
+    false
+}
+
 /// Result of scanning one segment's bytes.
 #[derive(Debug)]
 pub struct Scan {
@@ -164,9 +180,9 @@ pub struct Scan {
     pub last_hash: Hash,
     /// Why the scan stopped before the end of the bytes, unless it was zeroed space.
     pub stop: Option<(Lsn, RecordError)>,
-    /// True if an intact record with the right salt lies beyond a failure: damage in the
-    /// middle of the data, not a torn tail.
-    pub valid_after_stop: bool,
+    /// Offset of an intact record (right salt, later LSN) beyond a failure, if any: the
+    /// damage is followed by data, so it may be more than a torn tail.
+    pub valid_after_stop: Option<usize>,
 }
 
 /// Scans a segment: decodes records under its salt, checking LSNs and the hash chain from the
@@ -202,14 +218,14 @@ pub fn scan(path: &Path, bytes: &[u8], keep_payloads: bool) -> Result<Scan> {
             }
         }
     }
-    let mut valid_after_stop = false;
+    let mut valid_after_stop = None;
     if stop.is_some() {
         let mut p = pos + record::ALIGN;
         while p + record::HEADER_LEN <= bytes.len() {
             if bytes[p..p + 4] == record::RECORD_MAGIC {
                 if let Ok((rec, _)) = record::decode(header.salt, &bytes[p..]) {
                     if rec.lsn >= lsn {
-                        valid_after_stop = true;
+                        valid_after_stop = Some(p);
                         break;
                     }
                 }

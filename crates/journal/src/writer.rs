@@ -199,7 +199,12 @@ impl Journal {
             }
             let is_last = i + 1 == n;
             if let Some((lsn, reason)) = scan.stop.clone() {
-                if !is_last || !reason.is_tear_like() {
+                // Damage followed by intact records is a torn tail only if an unwritten (zero)
+                // sector explains it; otherwise it is rot in acknowledged data: refuse.
+                let mid_log = scan
+                    .valid_after_stop
+                    .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
+                if !is_last || !reason.is_tear_like() || mid_log {
                     return Err(Error::Corrupt {
                         lsn,
                         path: path.clone(),
@@ -213,7 +218,7 @@ impl Journal {
                     scan.end,
                     prealloc,
                     reason,
-                    scan.valid_after_stop,
+                    scan.valid_after_stop.is_some(),
                 )?);
             }
             next_lsn = Some(h.first_lsn + scan.records.len() as u64);

@@ -458,3 +458,47 @@ fn closed_segments_are_trimmed_and_the_active_one_preallocated() {
     }
     assert_eq!(std::fs::metadata(segs.last().unwrap()).unwrap().len(), 4096);
 }
+
+#[test]
+fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let payloads = fill(&dir, 16384, 120);
+    let last = segments(&dir).pop().unwrap();
+    let ranges = record_ranges(&last);
+    assert!(ranges.len() >= 4);
+    let (off, _, lsn) = ranges[1];
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[off + record::HEADER_LEN + 3] ^= 0x01;
+    std::fs::write(&last, &bytes).unwrap();
+    match Journal::open(&dir, opts(16384)) {
+        Err(Error::Corrupt { lsn: l, .. }) => assert_eq!(l, lsn),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("acknowledged records after rot were treated as a torn tail"),
+    }
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        bytes,
+        "nothing was truncated"
+    );
+    let report = verify(&dir, 1).unwrap();
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].0, lsn);
+    assert!(report.errors[0].1.contains("corrupt record"), "{report:?}");
+
+    // The same flip in the final record is indistinguishable from a torn write: set aside.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let dir2 = tmp2.path().to_path_buf();
+    fill(&dir2, 16384, 120);
+    let last2 = segments(&dir2).pop().unwrap();
+    let (off2, _, lsn2) = *record_ranges(&last2).last().unwrap();
+    let mut b2 = std::fs::read(&last2).unwrap();
+    b2[off2 + record::HEADER_LEN + 3] ^= 0x01;
+    std::fs::write(&last2, &b2).unwrap();
+    let j = Journal::open(&dir2, opts(16384)).unwrap();
+    let t = j.stats().torn_tail.unwrap();
+    assert!(!t.intact_records_after);
+    assert_eq!(j.stats().next_lsn, lsn2);
+    drop(j);
+    assert_prefix(&dir2, &payloads, lsn2 as usize - 1);
+}

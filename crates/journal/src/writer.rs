@@ -19,6 +19,9 @@ pub struct JournalOptions {
     pub segment_size: u64,
     /// Preallocate each new segment to `segment_size` so appends do not grow the file.
     pub preallocate: bool,
+    /// Test hook: group-commit fsync number `n` (1-based) fails with an injected I/O error.
+    #[doc(hidden)]
+    pub fail_fsync_number: Option<u64>,
 }
 
 impl Default for JournalOptions {
@@ -26,6 +29,7 @@ impl Default for JournalOptions {
         JournalOptions {
             segment_size: 16 * 1024 * 1024,
             preallocate: true,
+            fail_fsync_number: None,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct Journal {
     sync_lock: tokio::sync::Mutex<()>,
     durable: AtomicU64,
     fsyncs: AtomicU64,
+    fsync_attempts: AtomicU64,
     torn_tail: Option<TornTail>,
 }
 
@@ -270,6 +275,7 @@ impl Journal {
             sync_lock: tokio::sync::Mutex::new(()),
             durable: AtomicU64::new(durable),
             fsyncs: AtomicU64::new(0),
+            fsync_attempts: AtomicU64::new(0),
             torn_tail,
         }
     }
@@ -381,7 +387,15 @@ impl Journal {
                 }
                 (st.file.clone(), st.path.clone(), st.next_lsn - 1)
             };
-            let res = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            let inject = self.opts.fail_fsync_number
+                == Some(self.fsync_attempts.fetch_add(1, Ordering::SeqCst) + 1);
+            let res = tokio::task::spawn_blocking(move || {
+                if inject {
+                    return Err(std::io::Error::other("injected fsync failure"));
+                }
+                file.sync_data()
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {
                     self.fsyncs.fetch_add(1, Ordering::SeqCst);
@@ -399,11 +413,6 @@ impl Journal {
                 }
             }
         }
-    }
-
-    /// Marks the journal unusable, as an fsync failure would; for tests of poisoning.
-    pub fn poison(&self, why: &str) {
-        self.lock().poisoned = Some(why.to_string());
     }
 
     /// Current positions and counters.

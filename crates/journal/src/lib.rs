@@ -8,7 +8,7 @@ pub mod segment;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use reader::{read_from, verify, VerifyReport};
+pub use reader::{iter_from, read_from, verify, RecordIter, VerifyReport};
 pub use record::{Record, RecordError, RECORD_DATA};
 pub use writer::{Journal, JournalOptions, JournalStats};
 

@@ -1,40 +1,71 @@
 //! Reading and verifying a journal directory without opening it for writing.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::record::{Hash, Record, RecordError};
 use crate::segment;
 use crate::Lsn;
 
-/// Calls `f` for every record with LSN ≥ `from_lsn`, in order, one segment in memory at a
-/// time. Checks CRCs, LSNs and the hash chain; damage fails with its LSN,
-/// after the records before it were delivered. A torn tail of the
-/// last segment (a journal not yet reopened after a crash) ends the iteration.
+/// Calls `f` for every record with LSN ≥ `from_lsn`, in order (see [`iter_from`]); damage
+/// fails with its LSN, after the records before it were delivered.
 pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Result<()> {
-    let segments = segment::list_segments(dir)?;
-    let n = segments.len();
-    let mut prev: Option<(Lsn, Hash)> = None;
-    for (i, (first, path)) in segments.iter().enumerate() {
-        let next_first = segments.get(i + 1).map(|s| s.0);
-        if next_first.is_some_and(|nf| nf <= from_lsn) {
-            prev = None;
-            continue;
+    for r in iter_from(dir, from_lsn)? {
+        f(r?);
+    }
+    Ok(())
+}
+
+/// Records with LSN ≥ `from_lsn`, in order, across segments, one segment in memory at a time.
+/// Checks CRCs, LSNs and the hash chain (within and between the segments read). Damage yields
+/// one `Err` naming its LSN (after the records before it), then the iterator ends. A torn tail
+/// of the last segment (a journal not reopened since a crash) just ends the iteration.
+pub struct RecordIter {
+    segments: Vec<(Lsn, PathBuf)>,
+    idx: usize,
+    from: Lsn,
+    prev: Option<(Lsn, Hash)>,
+    buf: VecDeque<Record>,
+    pending: Option<Error>,
+}
+
+/// Opens an iterator over the records from `from_lsn` on.
+pub fn iter_from(dir: &Path, from_lsn: Lsn) -> Result<RecordIter> {
+    Ok(RecordIter {
+        segments: segment::list_segments(dir)?,
+        idx: 0,
+        from: from_lsn,
+        prev: None,
+        buf: VecDeque::new(),
+        pending: None,
+    })
+}
+
+impl RecordIter {
+    /// Loads segment `self.idx` into the buffer (or records the error) and advances.
+    fn load(&mut self) -> Result<()> {
+        let i = self.idx;
+        self.idx += 1;
+        let n = self.segments.len();
+        let (first, path) = self.segments[i].clone();
+        if self.segments.get(i + 1).is_some_and(|s| s.0 <= self.from) {
+            self.prev = None;
+            return Ok(());
         }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let scan = segment::scan(path, &bytes, true)?;
-        let stop = scan.stop.clone();
-        if scan.header.first_lsn != *first {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let scan = segment::scan(&path, &bytes, true)?;
+        if scan.header.first_lsn != first {
             return Err(Error::BadSegment {
-                path: path.clone(),
+                path,
                 reason: "header LSN does not match the name".into(),
             });
         }
-        if let Some((lsn, hash)) = prev {
+        if let Some((lsn, hash)) = self.prev {
             if scan.header.first_lsn != lsn || scan.header.prev_hash != hash {
                 return Err(Error::Corrupt {
-                    lsn: scan.header.first_lsn,
-                    path: path.clone(),
+                    lsn,
+                    path,
                     reason: RecordError::ChainMismatch {
                         expected: hex::encode(hash),
                         found: hex::encode(scan.header.prev_hash),
@@ -42,27 +73,50 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
                 });
             }
         }
-        let next = scan.header.first_lsn + scan.records.len() as u64;
-        prev = Some((next, scan.last_hash));
-        for (_, r) in scan.records {
-            if r.lsn >= from_lsn {
-                f(r);
-            }
-        }
-        if let Some((lsn, reason)) = stop {
+        self.prev = Some((
+            scan.header.first_lsn + scan.records.len() as u64,
+            scan.last_hash,
+        ));
+        let from = self.from;
+        self.buf.extend(
+            scan.records
+                .into_iter()
+                .map(|(_, r)| r)
+                .filter(|r| r.lsn >= from),
+        );
+        if let Some((lsn, reason)) = scan.stop {
             let mid_log = scan
                 .valid_after_stop
                 .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
             if i + 1 != n || !reason.is_tear_like() || mid_log {
-                return Err(Error::Corrupt {
-                    lsn,
-                    path: path.clone(),
-                    reason,
-                });
+                self.pending = Some(Error::Corrupt { lsn, path, reason });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Some(Ok(r));
+            }
+            if let Some(e) = self.pending.take() {
+                self.idx = self.segments.len();
+                return Some(Err(e));
+            }
+            if self.idx >= self.segments.len() {
+                return None;
+            }
+            if let Err(e) = self.load() {
+                self.idx = self.segments.len();
+                return Some(Err(e));
             }
         }
     }
-    Ok(())
 }
 
 /// All records with LSN ≥ `from_lsn` (see [`for_each_from`]).

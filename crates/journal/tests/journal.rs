@@ -131,6 +131,8 @@ proptest! {
         let from = (all.len() as u64 / 2).max(1);
         let tail = read_from(&dir, from).unwrap();
         prop_assert_eq!(tail.first().map(|r| r.lsn), Some(from));
+        let lsns: Vec<u64> = lifeboat_journal::iter_from(&dir, from).unwrap().map(|r| r.unwrap().lsn).collect();
+        prop_assert_eq!(lsns, (from..=all.len() as u64).collect::<Vec<u64>>());
         let report = verify(&dir, 1).unwrap();
         prop_assert!(report.is_valid, "{:?}", report);
         prop_assert_eq!(report.verified_entries, all.len() as u64);
@@ -265,6 +267,13 @@ fn bit_flip_in_a_closed_segment_names_the_lsn() {
     assert_eq!(report.errors[0].0, lsn, "{report:?}");
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn: l, .. }) if l == lsn));
+    let items: Vec<_> = lifeboat_journal::iter_from(&dir, 1).unwrap().collect();
+    assert_eq!(
+        items.len() as u64,
+        lsn,
+        "records before the damage, then one error"
+    );
+    assert!(matches!(items.last(), Some(Err(Error::Corrupt { lsn: l, .. })) if *l == lsn));
     // Records before the damage are still readable by a reader that stops there.
     let mut seen = 0;
     let _ = lifeboat_journal::reader::for_each_from(&dir, 1, |_| seen += 1);

@@ -50,6 +50,12 @@ pub enum Error {
     /// An earlier write or fsync failed; durability is unknown, so the instance refuses all work.
     #[error("journal is poisoned after an earlier failure ({0}); reopen it to recover")]
     Poisoned(String),
+    /// Another `Journal` (in this or another process) holds the directory's writer lock.
+    #[error("journal {dir} is already open for writing by another instance")]
+    Locked {
+        /// The journal directory.
+        dir: PathBuf,
+    },
     /// The payload does not fit a record.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]
     PayloadTooLarge {

@@ -2,6 +2,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
+
+use nix::fcntl::{Flock, FlockArg};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,10 +91,11 @@ struct State {
     poisoned: Option<String>,
 }
 
-/// An open journal directory. One writer per directory (callers must ensure that, e.g. with
-/// a lock); many concurrent `append` callers inside the process are fine.
+/// An open journal directory. One writer per directory, enforced with an exclusive `flock` on
+/// `<dir>/LOCK`; many concurrent `append` callers inside the process are fine.
 pub struct Journal {
     dir: PathBuf,
+    _lock: Flock<File>,
     opts: JournalOptions,
     state: Mutex<State>,
     sync_lock: tokio::sync::Mutex<()>,
@@ -120,6 +123,7 @@ impl Journal {
     pub fn open(dir: impl AsRef<Path>, opts: JournalOptions) -> Result<Journal> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = lock_dir(&dir)?;
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             if entry.file_name().to_string_lossy().ends_with(".seg.tmp") {
@@ -153,7 +157,7 @@ impl Journal {
                 appends: 0,
                 poisoned: None,
             };
-            return Ok(Self::new(dir, opts, state, 0, None));
+            return Ok(Self::new(dir, lock, opts, state, 0, None));
         }
 
         let mut next_lsn: Option<Lsn> = None;
@@ -258,11 +262,12 @@ impl Journal {
             appends: 0,
             poisoned: None,
         };
-        Ok(Self::new(dir, opts, state, next - 1, torn_tail))
+        Ok(Self::new(dir, lock, opts, state, next - 1, torn_tail))
     }
 
     fn new(
         dir: PathBuf,
+        lock: Flock<File>,
         opts: JournalOptions,
         state: State,
         durable: Lsn,
@@ -270,6 +275,7 @@ impl Journal {
     ) -> Self {
         Journal {
             dir,
+            _lock: lock,
             opts,
             state: Mutex::new(state),
             sync_lock: tokio::sync::Mutex::new(()),
@@ -430,6 +436,25 @@ impl Journal {
             active_segment_bytes: st.write_pos,
             torn_tail: self.torn_tail.clone(),
         }
+    }
+}
+
+/// Takes the directory's exclusive writer lock (released when the journal is dropped or the
+/// process dies).
+fn lock_dir(dir: &Path) -> Result<Flock<File>> {
+    let path = dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err((_, e)) => Err(Error::io(&path, e.into())),
     }
 }
 

@@ -530,3 +530,17 @@ fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
     drop(j);
     assert_prefix(&dir2, &payloads, lsn2 as usize - 1);
 }
+
+#[test]
+fn one_writer_per_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
+    assert!(matches!(
+        Journal::open(tmp.path(), JournalOptions::default()),
+        Err(Error::Locked { .. })
+    ));
+    // Readers do not need the lock.
+    assert!(verify(tmp.path(), 1).unwrap().is_valid);
+    drop(j);
+    Journal::open(tmp.path(), JournalOptions::default()).unwrap();
+}

@@ -247,6 +247,11 @@ impl Journal {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        // Records a crashed process wrote may still be only in the page cache: make them
+        // durable before reporting them so. Re-preallocate in case the crash came between
+        // trimming a full segment and creating the next one.
+        segment::preallocate(&file, prealloc).map_err(|e| Error::io(&path, e))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
         let next = next_lsn.expect("at least one segment");
         let state = State {
             file: Arc::new(file),

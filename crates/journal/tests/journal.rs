@@ -544,3 +544,25 @@ fn one_writer_per_directory() {
     drop(j);
     Journal::open(tmp.path(), JournalOptions::default()).unwrap();
 }
+
+#[test]
+fn a_trimmed_last_segment_is_preallocated_again_at_open() {
+    // As after a crash between closing a segment and creating the next one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let payloads = fill(&dir, 4096, 10);
+    let last = segments(&dir).pop().unwrap();
+    let end = record_ranges(&last).last().unwrap().1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(end as u64)
+        .unwrap();
+    let j = Journal::open(&dir, opts(4096)).unwrap();
+    assert!(j.stats().torn_tail.is_none());
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), 4096);
+    drop(j);
+    assert_prefix(&dir, &payloads, 10);
+    append_continues(&dir, 4096, 11);
+}

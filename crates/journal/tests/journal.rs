@@ -566,3 +566,27 @@ fn a_trimmed_last_segment_is_preallocated_again_at_open() {
     assert_prefix(&dir, &payloads, 10);
     append_continues(&dir, 4096, 11);
 }
+
+#[test]
+fn verify_reports_every_damaged_segment_and_counts_from_lsn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    fill(&dir, 4096, 120);
+    let report = verify(&dir, 100).unwrap();
+    assert!(report.is_valid);
+    assert_eq!(report.verified_entries, 21);
+    let segs = segments(&dir);
+    assert!(segs.len() >= 4);
+    let mut expected = Vec::new();
+    for s in [&segs[0], &segs[2]] {
+        let (off, _, lsn) = record_ranges(s)[1];
+        let mut b = std::fs::read(s).unwrap();
+        b[off + 20] ^= 0x80; // inside the LSN field
+        std::fs::write(s, &b).unwrap();
+        expected.push(lsn);
+    }
+    let report = verify(&dir, 1).unwrap();
+    assert!(!report.is_valid);
+    let lsns: Vec<u64> = report.errors.iter().map(|e| e.0).collect();
+    assert_eq!(lsns, expected, "{report:?}");
+}

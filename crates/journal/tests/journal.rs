@@ -590,3 +590,31 @@ fn verify_reports_every_damaged_segment_and_counts_from_lsn() {
     let lsns: Vec<u64> = report.errors.iter().map(|e| e.0).collect();
     assert_eq!(lsns, expected, "{report:?}");
 }
+
+#[test]
+fn a_forged_segment_header_breaks_the_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    fill(&dir, 4096, 80);
+    let segs = segment::list_segments(&dir).unwrap();
+    let (first, path) = &segs[1];
+    let mut b = std::fs::read(path).unwrap();
+    let mut h = segment::SegmentHeader::decode(&b).unwrap();
+    h.prev_hash[0] ^= 1;
+    b[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+    std::fs::write(path, &b).unwrap();
+    match Journal::open(&dir, opts(4096)) {
+        Err(Error::Corrupt {
+            lsn,
+            reason: RecordError::ChainMismatch { .. },
+            ..
+        }) => assert_eq!(lsn, *first),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened a forged journal"),
+    }
+    let report = verify(&dir, 1).unwrap();
+    // The header breaks the chain, and so the segment's first record no longer links to it.
+    assert!(report.errors.iter().all(|e| e.0 == *first), "{report:?}");
+    assert!(report.errors[0].1.contains("segment header"), "{report:?}");
+    assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn, .. }) if lsn == *first));
+}

@@ -1,0 +1,244 @@
+//! Segment files `<dir>/<first LSN, 20 digits>.seg`: a 64-byte header, then records.
+//!
+//! Header (little endian): `magic "LBJSEG01"` (8) · `version` u32 · `crc32c` u32 (of the header
+//! with this field zeroed) · `salt` u64 · `first_lsn` u64 · `prev_hash` [32] (hash of the last
+//! record of the previous segment, zeros for the first segment).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::record::{self, Hash, Record, RecordError};
+use crate::Lsn;
+
+/// Segment magic.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LBJSEG01";
+/// Segment format version written by this code.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Size of the segment header; records start here (8-aligned).
+pub const SEGMENT_HEADER_LEN: usize = 64;
+
+/// A segment's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Random per-segment salt mixed into every record CRC.
+    pub salt: u64,
+    /// LSN of the first record in the segment.
+    pub first_lsn: Lsn,
+    /// Hash of the previous segment's last record.
+    pub prev_hash: Hash,
+}
+
+impl SegmentHeader {
+    /// Serialises the header.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        b[16..24].copy_from_slice(&self.salt.to_le_bytes());
+        b[24..32].copy_from_slice(&self.first_lsn.to_le_bytes());
+        b[32..64].copy_from_slice(&self.prev_hash);
+        let c = crc32c::crc32c(&b);
+        b[12..16].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header.
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, String> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(format!(
+                "header is {} bytes, needs {SEGMENT_HEADER_LEN}",
+                b.len()
+            ));
+        }
+        if b[0..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic".into());
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
+        if version != SEGMENT_VERSION {
+            return Err(format!("unsupported segment version {version}"));
+        }
+        let stored = u32::from_le_bytes(b[12..16].try_into().expect("4"));
+        let mut z = [0u8; SEGMENT_HEADER_LEN];
+        z.copy_from_slice(&b[..SEGMENT_HEADER_LEN]);
+        z[12..16].fill(0);
+        if crc32c::crc32c(&z) != stored {
+            return Err("bad segment header CRC".into());
+        }
+        Ok(SegmentHeader {
+            salt: u64::from_le_bytes(b[16..24].try_into().expect("8")),
+            first_lsn: u64::from_le_bytes(b[24..32].try_into().expect("8")),
+            prev_hash: b[32..64].try_into().expect("32"),
+        })
+    }
+}
+
+/// File name of the segment starting at `first_lsn`.
+pub fn segment_name(first_lsn: Lsn) -> String {
+    format!("{first_lsn:020}.seg")
+}
+
+/// Segment files in `dir`, sorted by first LSN (parsed from the name).
+pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        if stem.len() != 20 {
+            continue;
+        }
+        if let Ok(lsn) = stem.parse::<Lsn>() {
+            out.push((lsn, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fsyncs a directory so renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a new segment crash-safely: temp file, header, preallocation, fsync, rename,
+/// directory fsync. Returns the open file (positioned for `write_at`) and its path.
+pub fn create_segment(
+    dir: &Path,
+    header: &SegmentHeader,
+    prealloc: u64,
+) -> Result<(File, PathBuf)> {
+    let path = dir.join(segment_name(header.first_lsn));
+    let tmp = dir.join(format!("{}.tmp", segment_name(header.first_lsn)));
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&header.encode())
+        .map_err(|e| Error::io(&tmp, e))?;
+    preallocate(&f, prealloc).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((f, path))
+}
+
+/// Reserves blocks up to `len` (real allocation via `fallocate`, so later `fdatasync`s need
+/// not record new block allocations); falls back to a sparse `set_len` where unsupported.
+pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 || f.metadata()?.len() >= len {
+        return Ok(());
+    }
+    match nix::fcntl::fallocate(
+        f.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        len as i64,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) => f.set_len(len),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sector size assumed for torn writes.
+pub const SECTOR: usize = 512;
+
+/// True if a 512-byte-aligned, all-zero sector overlaps `bytes[from..to]`: an unwritten sector
+/// of preallocated (zeroed) space, which is what a torn multi-sector write leaves behind.
+pub fn zero_sector_in(bytes: &[u8], from: usize, to: usize) -> bool {
+    let mut s = from / SECTOR * SECTOR;
+    while s < to && s + SECTOR <= bytes.len() {
+        if bytes[s..s + SECTOR].iter().all(|&b| b == 0) {
+            return true;
+        }
+        s += SECTOR;
+    }
+    false
+}
+
+/// Result of scanning one segment's bytes.
+#[derive(Debug)]
+pub struct Scan {
+    /// The segment header.
+    pub header: SegmentHeader,
+    /// Records that decoded and chained, in order, with their byte offsets.
+    pub records: Vec<(usize, Record)>,
+    /// Offset just past the last good record.
+    pub end: usize,
+    /// Hash of the last good record (or the header's `prev_hash`).
+    pub last_hash: Hash,
+    /// Why the scan stopped before the end of the bytes, unless it was zeroed space.
+    pub stop: Option<(Lsn, RecordError)>,
+    /// Offset of an intact record (right salt, later LSN) beyond a failure, if any: the
+    /// damage is followed by data, so it may be more than a torn tail.
+    pub valid_after_stop: Option<usize>,
+}
+
+/// Scans a segment: decodes records under its salt, checking LSNs and the hash chain from the
+/// header. Stops at zeroed space or at the first failure.
+pub fn scan(path: &Path, bytes: &[u8], keep_payloads: bool) -> Result<Scan> {
+    let header = SegmentHeader::decode(bytes).map_err(|reason| Error::BadSegment {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut lsn = header.first_lsn;
+    let mut last_hash = header.prev_hash;
+    let mut records = Vec::new();
+    let mut stop = None;
+    while pos < bytes.len() {
+        let res = record::decode(header.salt, &bytes[pos..]).and_then(|(rec, used)| {
+            record::check_follows(&rec, lsn, &last_hash).map(|_| (rec, used))
+        });
+        match res {
+            Ok((mut rec, used)) => {
+                last_hash = rec.hash;
+                if !keep_payloads {
+                    rec.payload = Vec::new();
+                }
+                records.push((pos, rec));
+                pos += used;
+                lsn += 1;
+            }
+            Err(RecordError::Empty) if bytes[pos..].iter().all(|&b| b == 0) => break,
+            Err(e) => {
+                stop = Some((lsn, e));
+                break;
+            }
+        }
+    }
+    let mut valid_after_stop = None;
+    if stop.is_some() {
+        let mut p = pos + record::ALIGN;
+        while p + record::HEADER_LEN <= bytes.len() {
+            if bytes[p..p + 4] == record::RECORD_MAGIC {
+                if let Ok((rec, _)) = record::decode(header.salt, &bytes[p..]) {
+                    if rec.lsn >= lsn {
+                        valid_after_stop = Some(p);
+                        break;
+                    }
+                }
+            }
+            p += record::ALIGN;
+        }
+    }
+    Ok(Scan {
+        header,
+        records,
+        end: pos,
+        last_hash,
+        stop,
+        valid_after_stop,
+    })
+}

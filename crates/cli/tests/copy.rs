@@ -260,18 +260,6 @@ fn assert_clean(repo: &Repo, read_data: bool, context: &str) -> Value {
 
 // ---- source trees --------------------------------------------------------------------
 
-/// Copies a tree with modes, mtimes, symlinks and hard links (`cp -a`).
-fn freeze(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .expect("run cp -a");
-    assert!(st.success(), "cp -a {src:?} {dst:?} failed");
-}
-
 /// A source directory that changes between backups, and what it looked like at each one.
 struct History {
     /// The live source directory.
@@ -345,7 +333,7 @@ impl History {
         let b = repo.backup(&a);
         let id = b["snapshot"].as_str().expect("snapshot id").to_owned();
         let dst = self.frozen_dir.join(&id[..16]);
-        freeze(&self.src, &dst);
+        common::freeze(&self.src, &dst);
         self.frozen.insert(id.clone(), dst);
         id
     }

@@ -223,23 +223,6 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Copies a tree with modes, mtimes, symlinks and hard links (`cp -a`).
-fn freeze(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .expect("run cp -a");
-    assert!(
-        st.success(),
-        "cp -a {} {} failed",
-        src.display(),
-        dst.display()
-    );
-}
-
 /// A source tree that changes between backups.
 struct Source {
     root: PathBuf,
@@ -638,7 +621,7 @@ fn random_interleavings_keep_every_live_snapshot_restorable() {
             src.mutate();
             let id = repo.backup(&src.root);
             let frozen = tmp.path().join("frozen").join(&id);
-            freeze(&src.root, &frozen);
+            common::freeze(&src.root, &frozen);
             live.push((id, frozen));
         }
         // Forget a random subset (sometimes all of them: an empty repository is a case too).
@@ -706,7 +689,7 @@ fn random_interleavings_keep_every_live_snapshot_restorable() {
     src.mutate();
     let keep = repo.backup(&src.root);
     let frozen = tmp.path().join("frozen").join(&keep);
-    freeze(&src.root, &frozen);
+    common::freeze(&src.root, &frozen);
     for (id, f) in live.drain(..) {
         forget(&repo.dir, &id);
         fs::remove_dir_all(f).expect("remove frozen copy");
@@ -845,7 +828,7 @@ fn sigkill_of_prune_at_random_moments_never_loses_live_data() {
         src.mutate();
         let id = repo.backup(&src.root);
         let frozen = tmp.path().join("frozen").join(&id);
-        freeze(&src.root, &frozen);
+        common::freeze(&src.root, &frozen);
         live.push((id, frozen));
     };
     for _ in 0..6 {
@@ -1055,7 +1038,7 @@ fn backup_is_refused_while_prune_holds_the_exclusive_lock() {
     let mix = tmp.path().join("mix");
     let (second, _, _) = mixed_garbage(&repo, &mix, 41);
     let frozen = tmp.path().join("frozen");
-    freeze(&mix, &frozen);
+    common::freeze(&mix, &frozen);
 
     let mut cmd = repo.cli.cmd(&["--json"]);
     cmd.args(["prune", "--max-unused", "0%"]);
@@ -1254,7 +1237,7 @@ fn resume_a_prune_after_its_lock_was_broken(lock_expiry: &str, pause: Duration) 
     fs::write(src.join(&garbage_file), &garbage).expect("put the garbage file back");
     let third = repo.backup(&src);
     let frozen = tmp.path().join("frozen");
-    freeze(&src, &frozen);
+    common::freeze(&src, &frozen);
 
     pruner.signal(Signal::SIGCONT);
     let p = pruner.finish();

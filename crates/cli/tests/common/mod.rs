@@ -572,3 +572,15 @@ pub fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {
     walk(dir, dir, staging, &mut out);
     out
 }
+
+/// Copies a tree with modes, mtimes, symlinks and hard links (`cp -a`).
+pub fn freeze(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("run cp -a");
+    assert!(st.success(), "cp -a {src:?} {dst:?} failed");
+}

@@ -120,11 +120,15 @@ pub(crate) fn recover_limited<S: StateMachine>(
     };
     let base_lsn = lsn;
     let mut replayed = 0u64;
-    for rec in reader::iter_from(wal_dir, lsn + 1)? {
+    let last_wanted = match target {
+        RecoveryTarget::Lsn(n) => n.min(limit),
+        _ => limit,
+    };
+    let mut records = reader::iter_from(wal_dir, lsn + 1)?;
+    // Checked before pulling the next record: damage after the target must not fail recovery.
+    while lsn < last_wanted {
+        let Some(rec) = records.next() else { break };
         let rec = rec?;
-        if rec.lsn > limit {
-            break;
-        }
         if rec.lsn != lsn + 1 {
             return Err(Error::WalGap {
                 needed: lsn + 1,

@@ -21,6 +21,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The disk is full (ENOSPC). Nothing acknowledged is lost; free space and retry (see
+    /// `docs/journal-format.md` for which failures also poison the instance).
+    #[error("disk full (ENOSPC) while writing {path}: free space, then retry")]
+    DiskFull {
+        /// File or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A record that is not at the torn tail of the last segment is damaged: never skipped.
     #[error("journal corrupt at LSN {lsn} in {path}: {reason}")]
     Corrupt {
@@ -56,6 +66,41 @@ pub enum Error {
         /// The journal directory.
         dir: PathBuf,
     },
+    /// A PITR configuration value is missing or out of range.
+    #[error("invalid PITR configuration: {0}")]
+    Config(String),
+    /// A base-backup file is unreadable or damaged; recovery falls back to an older one.
+    #[error("base backup {path} is damaged: {reason}")]
+    BadBackup {
+        /// The backup file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Recovery needs a record the WAL no longer holds (deleted by retention, or damaged).
+    #[error("recovery needs LSN {needed} but the WAL has {available}: restore the missing segments (e.g. from the archive) or recover to an earlier target")]
+    WalGap {
+        /// First LSN recovery needed.
+        needed: Lsn,
+        /// What the WAL holds instead.
+        available: String,
+    },
+    /// An `Lsn` recovery target past the end of the durable log.
+    #[error("recovery target LSN {target} is beyond the end of the log (last LSN {last})")]
+    TargetBeyondEnd {
+        /// The requested LSN.
+        target: Lsn,
+        /// The last LSN in the log.
+        last: Lsn,
+    },
+    /// An operation or snapshot could not be (de)serialised.
+    #[error("cannot decode {what}: {reason}")]
+    Codec {
+        /// What was being decoded, with its LSN or file.
+        what: String,
+        /// The decoder's message.
+        reason: String,
+    },
     /// The payload does not fit a record.
     #[error("payload of {len} bytes exceeds the maximum of {max}")]
     PayloadTooLarge {
@@ -69,9 +114,15 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+        let path = path.into();
+        if source.raw_os_error() == Some(nix::libc::ENOSPC) {
+            return Error::DiskFull { path, source };
         }
+        Error::Io { path, source }
+    }
+
+    /// True when the error is a full disk: the caller can free space and retry.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::DiskFull { .. })
     }
 }

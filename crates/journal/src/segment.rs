@@ -123,10 +123,15 @@ pub fn create_segment(
         .truncate(true)
         .open(&tmp)
         .map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&header.encode())
-        .map_err(|e| Error::io(&tmp, e))?;
-    preallocate(&f, prealloc).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    let prepared = f
+        .write_all(&header.encode())
+        .and_then(|()| preallocate(&f, prealloc))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = prepared {
+        // Give the space back (a full disk is the usual cause); open deletes leftovers anyway.
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
     Ok((f, path))

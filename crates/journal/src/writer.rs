@@ -89,6 +89,33 @@ struct State {
     segment_count: u64,
     appends: u64,
     poisoned: Option<String>,
+    /// The active segment was trimmed by a rotation whose next segment could not be created:
+    /// the next append must retry the rotation instead of writing past the trimmed end.
+    closed: bool,
+}
+
+/// A record written (not necessarily durable yet) by [`Journal::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The timestamp the writer stamped on it (unix nanoseconds).
+    pub timestamp_nanos: i64,
+    /// Its record hash (the next record's `prev_hash`), so snapshots can anchor the chain.
+    pub hash: Hash,
+}
+
+/// A closed segment offered to [`Journal::remove_closed_segments`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedSegment {
+    /// LSN of its first record.
+    pub first_lsn: Lsn,
+    /// LSN of its last record.
+    pub last_lsn: Lsn,
+    /// The file.
+    pub path: PathBuf,
+    /// When it was last modified (closed segments are immutable: when it was closed).
+    pub modified: SystemTime,
 }
 
 /// An open journal directory. One writer per directory, enforced with an exclusive `flock` on
@@ -156,6 +183,7 @@ impl Journal {
                 segment_count: 1,
                 appends: 0,
                 poisoned: None,
+                closed: false,
             };
             return Ok(Self::new(dir, lock, opts, state, 0, None));
         }
@@ -266,6 +294,7 @@ impl Journal {
             segment_count: n as u64,
             appends: 0,
             poisoned: None,
+            closed: false,
         };
         Ok(Self::new(dir, lock, opts, state, next - 1, torn_tail))
     }
@@ -306,12 +335,15 @@ impl Journal {
     /// Concurrent callers share fsyncs (group commit). Fails if `term` is lower than the
     /// highest recorded term, or if the journal is poisoned.
     pub async fn append(&self, term: u64, payload: &[u8]) -> Result<Lsn> {
-        let lsn = self.write_record(term, payload)?;
+        let lsn = self.write(term, payload)?.lsn;
         self.wait_durable(lsn).await?;
         Ok(lsn)
     }
 
-    fn write_record(&self, term: u64, payload: &[u8]) -> Result<Lsn> {
+    /// First half of [`Journal::append`]: writes the record (not yet durable) and returns its
+    /// LSN, timestamp and hash. Callers that must order work by LSN (the PITR manager queues
+    /// the operation under its own lock) call this, then [`Journal::wait_durable`].
+    pub fn write(&self, term: u64, payload: &[u8]) -> Result<Written> {
         let mut st = self.lock();
         if let Some(p) = &st.poisoned {
             return Err(Error::Poisoned(p.clone()));
@@ -329,11 +361,10 @@ impl Journal {
             });
         }
         let len = record::padded(record::HEADER_LEN + payload.len()) as u64;
-        if st.write_pos > SEGMENT_HEADER_LEN as u64 && st.write_pos + len > self.opts.segment_size {
-            if let Err(e) = self.rotate(&mut st) {
-                st.poisoned = Some(format!("segment rotation failed: {e}"));
-                return Err(e);
-            }
+        let full =
+            st.write_pos > SEGMENT_HEADER_LEN as u64 && st.write_pos + len > self.opts.segment_size;
+        if full || st.closed {
+            self.rotate(&mut st)?;
         }
         let lsn = st.next_lsn;
         let ts = now_nanos().max(st.last_ts);
@@ -350,16 +381,30 @@ impl Journal {
         st.highest_term = term;
         st.seg_entries += 1;
         st.appends += 1;
-        Ok(lsn)
+        Ok(Written {
+            lsn,
+            timestamp_nanos: ts,
+            hash,
+        })
     }
 
     /// Closes the active segment (trimmed to its data and fsynced) and starts the next one.
+    /// A failure to trim or sync poisons the journal (durability unknown); a failure to create
+    /// the next segment (typically ENOSPC while preallocating) does not: the closed segment
+    /// is intact and durable, so the error is returned and the next append retries.
     fn rotate(&self, st: &mut State) -> Result<()> {
-        st.file
-            .set_len(st.write_pos)
-            .map_err(|e| Error::io(&st.path, e))?;
-        st.file.sync_all().map_err(|e| Error::io(&st.path, e))?;
-        self.durable.fetch_max(st.next_lsn - 1, Ordering::SeqCst);
+        if !st.closed {
+            let trimmed = st
+                .file
+                .set_len(st.write_pos)
+                .and_then(|()| st.file.sync_all());
+            if let Err(e) = trimmed {
+                st.poisoned = Some(format!("closing segment {} failed: {e}", st.path.display()));
+                return Err(Error::io(&st.path, e));
+            }
+            st.closed = true;
+            self.durable.fetch_max(st.next_lsn - 1, Ordering::SeqCst);
+        }
         let header = SegmentHeader {
             salt: rand::random(),
             first_lsn: st.next_lsn,
@@ -377,12 +422,50 @@ impl Journal {
         st.write_pos = SEGMENT_HEADER_LEN as u64;
         st.seg_entries = 0;
         st.segment_count += 1;
+        st.closed = false;
         Ok(())
+    }
+
+    /// Deletes closed segments from the oldest on, while `deletable` agrees; stops at the
+    /// first one it refuses (the log stays contiguous) and never touches the active segment.
+    /// Runs under the writer lock so no rotation races it. Returns the deleted files.
+    pub fn remove_closed_segments(
+        &self,
+        mut deletable: impl FnMut(&ClosedSegment) -> bool,
+    ) -> Result<Vec<PathBuf>> {
+        let mut st = self.lock();
+        let segments = segment::list_segments(&self.dir)?;
+        let mut removed = Vec::new();
+        for pair in segments.windows(2) {
+            let ((first, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *path == st.path {
+                break;
+            }
+            let modified = fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map_err(|e| Error::io(path, e))?;
+            let seg = ClosedSegment {
+                first_lsn: *first,
+                last_lsn: next_first - 1,
+                path: path.clone(),
+                modified,
+            };
+            if !deletable(&seg) {
+                break;
+            }
+            fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+            st.segment_count = st.segment_count.saturating_sub(1);
+            removed.push(path.clone());
+        }
+        if !removed.is_empty() {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(removed)
     }
 
     /// Returns once every record up to `lsn` is durable: the first waiter fsyncs everything
     /// written so far, those queued behind it usually find their record already covered.
-    async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         loop {
             if self.durable.load(Ordering::SeqCst) >= lsn {
                 return Ok(());

@@ -1,6 +1,7 @@
 //! Lifeboat's point-in-time-recovery journal: a tamper-evident, salted, hash-chained
 //! write-ahead log with group commit and term fencing. See `docs/journal-format.md`.
 
+pub mod archive;
 pub mod catalog;
 mod error;
 pub mod pitr;

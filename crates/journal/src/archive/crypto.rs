@@ -1,0 +1,154 @@
+//! Archive object encryption: XChaCha20-Poly1305 with a random 24-byte nonce per object and
+//! the object's key (name) as associated data, so a swapped or renamed object fails to open.
+//!
+//! Sealed layout: `"LBAE"` (4) · version `1` (1) · nonce (24) · ciphertext ‖ tag (16).
+
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+
+use super::error::{ArchiveError, ArchiveResult};
+
+/// Magic of a sealed object.
+const SEALED_MAGIC: [u8; 4] = *b"LBAE";
+/// Sealed format version.
+const SEALED_VERSION: u8 = 1;
+/// Bytes before the ciphertext.
+const SEALED_HEADER_LEN: usize = 4 + 1 + 24;
+/// Plaintext of the key check value stored in `archive.json`.
+const KEY_CHECK_PLAINTEXT: &[u8] = b"lifeboat journal archive key check v1";
+/// Associated data of the key check value.
+const KEY_CHECK_AAD: &[u8] = b"archive.json#key_check";
+
+/// A 256-bit key that encrypts and authenticates every object of an archive.
+#[derive(Clone)]
+pub struct ArchiveKey([u8; 32]);
+
+impl std::fmt::Debug for ArchiveKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArchiveKey(..)")
+    }
+}
+
+impl ArchiveKey {
+    /// Wraps raw key bytes (e.g. from a secret manager).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ArchiveKey(bytes)
+    }
+
+    /// A fresh random key, for new archives and tests.
+    pub fn generate() -> Self {
+        ArchiveKey(rand::random())
+    }
+
+    /// Reads a key file: 64 hex characters (surrounding whitespace ignored) or 32 raw bytes.
+    pub fn from_file(path: impl AsRef<Path>) -> ArchiveResult<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| ArchiveError::io(path, e))?;
+        let bad = |reason: &str| ArchiveError::BadKeyFile {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        };
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let t = text.trim();
+            if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let mut k = [0u8; 32];
+                hex::decode_to_slice(t, &mut k).map_err(|_| bad("invalid hex"))?;
+                return Ok(ArchiveKey(k));
+            }
+        }
+        if bytes.len() == 32 {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&bytes);
+            return Ok(ArchiveKey(k));
+        }
+        Err(bad(&format!(
+            "expected 64 hex characters or 32 raw bytes, found {} bytes",
+            bytes.len()
+        )))
+    }
+
+    /// The key as 64 lowercase hex characters, for writing a key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(Key::from_slice(&self.0))
+    }
+
+    /// Encrypts `plain` for the object named `aad`.
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let nonce: [u8; 24] = rand::random();
+        let ct = self
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
+        let mut out = Vec::with_capacity(SEALED_HEADER_LEN + ct.len());
+        out.extend_from_slice(&SEALED_MAGIC);
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts and authenticates an object named `aad`; the error says what failed.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        if sealed.len() < SEALED_HEADER_LEN + 16 {
+            return Err(format!(
+                "encrypted object is {} bytes, shorter than its header and tag",
+                sealed.len()
+            ));
+        }
+        if sealed[..4] != SEALED_MAGIC {
+            return Err("not an encrypted archive object (bad magic)".into());
+        }
+        if sealed[4] != SEALED_VERSION {
+            return Err(format!("unsupported encryption version {}", sealed[4]));
+        }
+        let nonce = XNonce::from_slice(&sealed[5..SEALED_HEADER_LEN]);
+        self.cipher()
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[SEALED_HEADER_LEN..],
+                    aad,
+                },
+            )
+            .map_err(|_| {
+                "authentication failed (the object was modified, truncated, or stored under \
+                 another name)"
+                    .to_owned()
+            })
+    }
+
+    /// A value stored in `archive.json` that only this key opens.
+    pub(crate) fn key_check(&self) -> Vec<u8> {
+        self.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
+    }
+
+    /// Whether `check` (from [`ArchiveKey::key_check`]) was made with this key.
+    pub(crate) fn matches(&self, check: &[u8]) -> bool {
+        self.open(KEY_CHECK_AAD, check).as_deref() == Ok(KEY_CHECK_PLAINTEXT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let k = ArchiveKey::generate();
+        let sealed = k.seal(b"a", b"hello");
+        assert_eq!(k.open(b"a", &sealed).unwrap(), b"hello");
+        assert!(k.open(b"b", &sealed).is_err(), "name is bound");
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(k.open(b"a", &flipped).is_err());
+        assert!(ArchiveKey::generate().open(b"a", &sealed).is_err());
+        assert!(k.matches(&k.key_check()));
+        assert!(!ArchiveKey::generate().matches(&k.key_check()));
+    }
+}

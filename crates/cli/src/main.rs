@@ -11,6 +11,7 @@ mod diff;
 mod exit;
 mod forget;
 mod init;
+mod journal;
 mod key;
 mod ls;
 mod progress;
@@ -73,6 +74,8 @@ enum Command {
     Repair(repair::Args),
     /// Show repository locks and remove stale ones.
     Unlock(unlock::Args),
+    /// Inspect, verify and recover a point-in-time-recovery journal (local or archived).
+    Journal(journal::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Repair(a) => repair::run(&cli.global, a),
         Command::Unlock(a) => unlock::run(&cli.global, a),
+        Command::Journal(a) => journal::run(&cli.global, a),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! write-ahead log with group commit and term fencing. See `docs/journal-format.md`.
 
 pub mod archive;
+pub mod archiving;
 pub mod catalog;
 mod error;
 pub mod pitr;

@@ -25,8 +25,9 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
 /// reads and checks the next segment while the caller consumes the current one (at most two
 /// segments in memory); dropping the iterator stops it. Errors are only reported when reached.
 pub struct RecordIter {
-    rx: std::sync::mpsc::Receiver<Result<Vec<Record>>>,
-    buf: std::vec::IntoIter<Record>,
+    rx: std::sync::mpsc::Receiver<Result<Vec<(usize, Record)>>>,
+    buf: std::vec::IntoIter<(usize, Record)>,
+    from: Lsn,
     done: bool,
 }
 
@@ -65,6 +66,7 @@ pub fn iter_from(dir: &Path, from_lsn: Lsn) -> Result<RecordIter> {
     Ok(RecordIter {
         rx,
         buf: Vec::new().into_iter(),
+        from: from_lsn,
         done: false,
     })
 }
@@ -83,7 +85,7 @@ impl Loader {
     /// Reads and checks the next segment that can hold records ≥ `from`: its records, and
     /// the damage that ended it, if any. `None` at the end.
     #[allow(clippy::type_complexity)]
-    fn next_batch(&mut self) -> Result<Option<(Vec<Record>, Option<Error>)>> {
+    fn next_batch(&mut self) -> Result<Option<(Vec<(usize, Record)>, Option<Error>)>> {
         loop {
             let i = self.idx;
             let n = self.segments.len();
@@ -124,13 +126,7 @@ impl Loader {
                 scan.header.first_lsn + scan.records.len() as u64,
                 scan.last_hash,
             ));
-            let from = self.from;
-            let records: Vec<Record> = scan
-                .records
-                .into_iter()
-                .map(|(_, r)| r)
-                .filter(|r| r.lsn >= from)
-                .collect();
+            let records = scan.records;
             let mut pending = None;
             if let Some((lsn, reason)) = scan.stop {
                 let mid_log = scan
@@ -150,7 +146,10 @@ impl Iterator for RecordIter {
 
     fn next(&mut self) -> Option<Result<Record>> {
         loop {
-            if let Some(r) = self.buf.next() {
+            if let Some((_, r)) = self.buf.next() {
+                if r.lsn < self.from {
+                    continue;
+                }
                 return Some(Ok(r));
             }
             if self.done {

@@ -122,11 +122,11 @@ pub fn padded(n: usize) -> usize {
 }
 
 fn crc(salt: u64, header: &[u8], payload: &[u8]) -> u32 {
-    let mut h = [0u8; HEADER_LEN];
-    h.copy_from_slice(&header[..HEADER_LEN]);
-    h[12..16].fill(0);
+    // Same as CRC32C(salt ‖ header with bytes 12..16 zeroed ‖ payload), without a copy.
     let c = crc32c::crc32c(&salt.to_le_bytes());
-    let c = crc32c::crc32c_append(c, &h);
+    let c = crc32c::crc32c_append(c, &header[..12]);
+    let c = crc32c::crc32c_append(c, &[0u8; 4]);
+    let c = crc32c::crc32c_append(c, &header[16..HEADER_LEN]);
     crc32c::crc32c_append(c, payload)
 }
 

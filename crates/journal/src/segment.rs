@@ -200,7 +200,10 @@ pub fn scan(path: &Path, bytes: &[u8], keep_payloads: bool) -> Result<Scan> {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut lsn = header.first_lsn;
     let mut last_hash = header.prev_hash;
-    let mut records = Vec::new();
+    // Upper bound on the record count (each takes ≥ one header): reserving it avoids
+    // regrowing a large vector; untouched capacity costs no memory.
+    let mut records =
+        Vec::with_capacity(bytes.len().saturating_sub(SEGMENT_HEADER_LEN) / record::HEADER_LEN);
     let mut stop = None;
     while pos < bytes.len() {
         let res = record::decode(header.salt, &bytes[pos..]).and_then(|(rec, used)| {

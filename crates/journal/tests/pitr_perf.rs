@@ -13,6 +13,16 @@ use lifeboat_journal::{
     iter_from, recover_from_dirs, Journal, JournalOptions, RecoveryTarget, StateMachine,
 };
 
+/// CPU seconds used by this process so far (user + system), from `/proc/self/stat`.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn small_op(i: u64) -> CatalogOp {
     CatalogOp::ConsumerGroupOffsetCommitted {
         group: format!("g{}", i % 16),
@@ -82,8 +92,18 @@ fn recovery_speed() {
 
     // Full replay from LSN 1 (no backup).
     let t = Instant::now();
+    let cpu = cpu_secs();
     let full = recover_from_dirs::<Catalog>(&wal, &backups, RecoveryTarget::Latest).unwrap();
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
+    eprintln!(
+        "full replay used {cpu:.2} CPU-s over two threads ({:.2} M entries per CPU-second); \
+         load average {}",
+        n as f64 / cpu / 1e6,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     assert_eq!(full.lsn, n);
     let rate = n as f64 / secs;
     eprintln!(

@@ -2,7 +2,7 @@
 //!
 //! Layout (little endian): `magic "LBJR"` (4) · `version` (1) · `type` (1) · `reserved = 0` (2) ·
 //! `payload_len` u32 · `crc32c` u32 · `lsn` u64 · `timestamp_nanos` i64 · `term` u64 ·
-//! `prev_hash` [32]. The CRC32C covers the segment salt, the header with the CRC field zeroed
+//! `prev_hash` (32 bytes). The CRC32C covers the segment salt, the header with the CRC field zeroed
 //! and the payload. The record hash (chained into the next record) is SHA-256 of the header
 //! (with its CRC) and the payload.
 

@@ -1,7 +1,7 @@
 //! Segment files `<dir>/<first LSN, 20 digits>.seg`: a 64-byte header, then records.
 //!
 //! Header (little endian): `magic "LBJSEG01"` (8) · `version` u32 · `crc32c` u32 (of the header
-//! with this field zeroed) · `salt` u64 · `first_lsn` u64 · `prev_hash` [32] (hash of the last
+//! with this field zeroed) · `salt` u64 · `first_lsn` u64 · `prev_hash` (32 bytes) (hash of the last
 //! record of the previous segment, zeros for the first segment).
 
 use std::fs::{self, File, OpenOptions};

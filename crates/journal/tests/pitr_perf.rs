@@ -165,3 +165,33 @@ fn recovery_speed() {
         assert!(took.as_secs_f64() < 2.0, "mid-log recovery took {took:?}");
     }
 }
+
+/// Why postcard: decode cost and size of a small op, against serde_json.
+#[test]
+#[ignore = "performance measurement; run in release with --ignored"]
+fn codec_choice() {
+    let ops: Vec<CatalogOp> = (0..1_000_000).map(small_op).collect();
+    let pc: Vec<Vec<u8>> = ops.iter().map(|o| encode_op(o).unwrap()).collect();
+    let js: Vec<Vec<u8>> = ops.iter().map(|o| serde_json::to_vec(o).unwrap()).collect();
+    let t = Instant::now();
+    for (i, p) in pc.iter().enumerate() {
+        let o: CatalogOp = lifeboat_journal::pitr::decode_op(p, i as u64).unwrap();
+        std::hint::black_box(o);
+    }
+    let pc_t = t.elapsed();
+    let t = Instant::now();
+    for p in &js {
+        let o: CatalogOp = serde_json::from_slice(p).unwrap();
+        std::hint::black_box(o);
+    }
+    let js_t = t.elapsed();
+    let avg = |v: &[Vec<u8>]| v.iter().map(Vec::len).sum::<usize>() as f64 / v.len() as f64;
+    eprintln!(
+        "postcard envelope: {:.1} B/op, {:.0} ns/decode; serde_json: {:.1} B/op, {:.0} ns/decode",
+        avg(&pc),
+        pc_t.as_nanos() as f64 / 1e6,
+        avg(&js),
+        js_t.as_nanos() as f64 / 1e6
+    );
+    assert!(pc_t < js_t);
+}

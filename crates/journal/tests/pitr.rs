@@ -584,3 +584,31 @@ fn concurrent_log_changes_apply_in_lsn_order_and_share_fsyncs() {
         assert_eq!(r.state, fold(&logged));
     });
 }
+
+#[test]
+fn backups_ahead_of_the_wal_are_refused_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    rt().block_on(async {
+        let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
+        log_ops(&m, 0, 10).await;
+        m.create_base_backup().await.unwrap();
+    });
+    // A WAL that lost its records (or belongs elsewhere) under the same backups.
+    std::fs::remove_dir_all(&cfg.wal_directory).unwrap();
+    let e = rt()
+        .block_on(PitrManager::<Catalog>::open(cfg.clone()))
+        .err()
+        .expect("open must refuse");
+    assert!(
+        matches!(
+            e,
+            Error::BackupAheadOfWal {
+                backup_lsn: 10,
+                wal_last: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

@@ -197,9 +197,14 @@ impl Catalog {
             } => match self.groups.get_mut(group) {
                 None => false,
                 Some(g) => {
-                    g.entry(topic.clone())
-                        .or_default()
-                        .insert(*partition, *offset);
+                    // get_mut first: no key clone on the hot path (replay speed).
+                    match g.get_mut(topic) {
+                        Some(parts) => parts.insert(*partition, *offset),
+                        None => g
+                            .entry(topic.clone())
+                            .or_default()
+                            .insert(*partition, *offset),
+                    };
                     true
                 }
             },

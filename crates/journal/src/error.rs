@@ -85,6 +85,17 @@ pub enum Error {
         /// What the WAL holds instead.
         available: String,
     },
+    /// The newest usable base backup reflects more records than the WAL holds: the WAL is not
+    /// the one these backups were taken from, or it lost records. Nothing is written.
+    #[error("base backup {backup_id} reflects LSN {backup_lsn} but the WAL ends at LSN {wal_last}: the WAL directory does not belong to these backups or lost records")]
+    BackupAheadOfWal {
+        /// The backup.
+        backup_id: String,
+        /// Its start LSN.
+        backup_lsn: Lsn,
+        /// Last LSN in the WAL.
+        wal_last: Lsn,
+    },
     /// An `Lsn` recovery target past the end of the durable log.
     #[error("recovery target LSN {target} is beyond the end of the log (last LSN {last})")]
     TargetBeyondEnd {

@@ -1,6 +1,5 @@
 //! Reading and verifying a journal directory without opening it for writing.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -17,82 +16,122 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
     Ok(())
 }
 
-/// Records with LSN ≥ `from_lsn`, in order, across segments, one segment in memory at a time.
-/// Checks CRCs, LSNs and the hash chain (within and between the segments read). Damage yields
-/// one `Err` naming its LSN (after the records before it), then the iterator ends. A torn tail
-/// of the last segment (a journal not reopened since a crash) just ends the iteration.
+/// Records with LSN ≥ `from_lsn`, in order, across segments. Checks CRCs, LSNs and the hash
+/// chain (within and between the segments read). Damage yields one `Err` naming its LSN (after
+/// the records before it), then the iterator ends. A torn tail of the last segment (a journal
+/// not reopened since a crash) just ends the iteration.
+///
+/// Segments before the one holding `from_lsn` are skipped by name, unread. A helper thread
+/// reads and checks the next segment while the caller consumes the current one (at most two
+/// segments in memory); dropping the iterator stops it. Errors are only reported when reached.
 pub struct RecordIter {
-    segments: Vec<(Lsn, PathBuf)>,
-    idx: usize,
+    rx: std::sync::mpsc::Receiver<Result<Vec<(usize, Record)>>>,
+    buf: std::vec::IntoIter<(usize, Record)>,
     from: Lsn,
-    prev: Option<(Lsn, Hash)>,
-    buf: VecDeque<Record>,
-    pending: Option<Error>,
+    done: bool,
 }
 
 /// Opens an iterator over the records from `from_lsn` on.
 pub fn iter_from(dir: &Path, from_lsn: Lsn) -> Result<RecordIter> {
-    Ok(RecordIter {
-        segments: segment::list_segments(dir)?,
+    let segments = segment::list_segments(dir)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let mut loader = Loader {
+        segments,
         idx: 0,
         from: from_lsn,
         prev: None,
-        buf: VecDeque::new(),
-        pending: None,
+    };
+    std::thread::Builder::new()
+        .name("journal-read".into())
+        .spawn(move || loop {
+            match loader.next_batch() {
+                Ok(None) => return,
+                Ok(Some((records, pending))) => {
+                    if !records.is_empty() && tx.send(Ok(records)).is_err() {
+                        return;
+                    }
+                    if let Some(e) = pending {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(RecordIter {
+        rx,
+        buf: Vec::new().into_iter(),
+        from: from_lsn,
+        done: false,
     })
 }
 
-impl RecordIter {
-    /// Loads segment `self.idx` into the buffer (or records the error) and advances.
-    fn load(&mut self) -> Result<()> {
-        let i = self.idx;
-        self.idx += 1;
-        let n = self.segments.len();
-        let (first, path) = self.segments[i].clone();
-        if self.segments.get(i + 1).is_some_and(|s| s.0 <= self.from) {
-            self.prev = None;
-            return Ok(());
-        }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let scan = segment::scan(&path, &bytes, true)?;
-        if scan.header.first_lsn != first {
-            return Err(Error::BadSegment {
-                path,
-                reason: "header LSN does not match the name".into(),
-            });
-        }
-        if let Some((lsn, hash)) = self.prev {
-            if scan.header.first_lsn != lsn || scan.header.prev_hash != hash {
-                return Err(Error::Corrupt {
-                    lsn,
+/// The reading half of [`RecordIter`], run on its helper thread.
+struct Loader {
+    segments: Vec<(Lsn, PathBuf)>,
+    idx: usize,
+    from: Lsn,
+    prev: Option<(Lsn, Hash)>,
+}
+
+impl Loader {
+    /// Reads and checks the next segment that can hold records ≥ `from`: its records, and
+    /// the damage that ended it, if any. `None` at the end.
+    #[allow(clippy::type_complexity)]
+    fn next_batch(&mut self) -> Result<Option<(Vec<(usize, Record)>, Option<Error>)>> {
+        loop {
+            let i = self.idx;
+            let n = self.segments.len();
+            if i >= n {
+                return Ok(None);
+            }
+            self.idx += 1;
+            if self.segments.get(i + 1).is_some_and(|s| s.0 <= self.from) {
+                self.prev = None;
+                continue;
+            }
+            let (first, path) = self.segments[i].clone();
+            // One buffer per segment; the records' payloads are slices of it (no copies).
+            let bytes = bytes::Bytes::from(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+            let scan = segment::scan_shared(&path, &bytes)?;
+            if scan.header.first_lsn != first {
+                return Err(Error::BadSegment {
                     path,
-                    reason: RecordError::ChainMismatch {
-                        expected: hex::encode(hash),
-                        found: hex::encode(scan.header.prev_hash),
-                    },
+                    reason: "header LSN does not match the name".into(),
                 });
             }
-        }
-        self.prev = Some((
-            scan.header.first_lsn + scan.records.len() as u64,
-            scan.last_hash,
-        ));
-        let from = self.from;
-        self.buf.extend(
-            scan.records
-                .into_iter()
-                .map(|(_, r)| r)
-                .filter(|r| r.lsn >= from),
-        );
-        if let Some((lsn, reason)) = scan.stop {
-            let mid_log = scan
-                .valid_after_stop
-                .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
-            if i + 1 != n || !reason.is_tear_like() || mid_log {
-                self.pending = Some(Error::Corrupt { lsn, path, reason });
+            if let Some((lsn, hash)) = self.prev {
+                if scan.header.first_lsn != lsn || scan.header.prev_hash != hash {
+                    return Err(Error::Corrupt {
+                        lsn,
+                        path,
+                        reason: RecordError::ChainMismatch {
+                            expected: hex::encode(hash),
+                            found: hex::encode(scan.header.prev_hash),
+                        },
+                    });
+                }
             }
+            self.prev = Some((
+                scan.header.first_lsn + scan.records.len() as u64,
+                scan.last_hash,
+            ));
+            let records = scan.records;
+            let mut pending = None;
+            if let Some((lsn, reason)) = scan.stop {
+                let mid_log = scan
+                    .valid_after_stop
+                    .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
+                if i + 1 != n || !reason.is_tear_like() || mid_log {
+                    pending = Some(Error::Corrupt { lsn, path, reason });
+                }
+            }
+            return Ok(Some((records, pending)));
         }
-        Ok(())
     }
 }
 
@@ -101,19 +140,25 @@ impl Iterator for RecordIter {
 
     fn next(&mut self) -> Option<Result<Record>> {
         loop {
-            if let Some(r) = self.buf.pop_front() {
+            if let Some((_, r)) = self.buf.next() {
+                if r.lsn < self.from {
+                    continue;
+                }
                 return Some(Ok(r));
             }
-            if let Some(e) = self.pending.take() {
-                self.idx = self.segments.len();
-                return Some(Err(e));
-            }
-            if self.idx >= self.segments.len() {
+            if self.done {
                 return None;
             }
-            if let Err(e) = self.load() {
-                self.idx = self.segments.len();
-                return Some(Err(e));
+            match self.rx.recv() {
+                Ok(Ok(records)) => self.buf = records.into_iter(),
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Err(_) => {
+                    self.done = true;
+                    return None;
+                }
             }
         }
     }

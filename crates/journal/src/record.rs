@@ -2,10 +2,11 @@
 //!
 //! Layout (little endian): `magic "LBJR"` (4) · `version` (1) · `type` (1) · `reserved = 0` (2) ·
 //! `payload_len` u32 · `crc32c` u32 · `lsn` u64 · `timestamp_nanos` i64 · `term` u64 ·
-//! `prev_hash` [32]. The CRC32C covers the segment salt, the header with the CRC field zeroed
+//! `prev_hash` (32 bytes). The CRC32C covers the segment salt, the header with the CRC field zeroed
 //! and the payload. The record hash (chained into the next record) is SHA-256 of the header
 //! (with its CRC) and the payload.
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::Lsn;
@@ -39,8 +40,8 @@ pub struct Record {
     pub term: u64,
     /// SHA-256 of the previous record (zeros before the first record).
     pub prev_hash: Hash,
-    /// Application bytes.
-    pub payload: Vec<u8>,
+    /// Application bytes (a slice of the segment buffer when read by the reader: no copy).
+    pub payload: Bytes,
     /// SHA-256 of this record, the next record's `prev_hash`.
     pub hash: Hash,
 }
@@ -122,11 +123,11 @@ pub fn padded(n: usize) -> usize {
 }
 
 fn crc(salt: u64, header: &[u8], payload: &[u8]) -> u32 {
-    let mut h = [0u8; HEADER_LEN];
-    h.copy_from_slice(&header[..HEADER_LEN]);
-    h[12..16].fill(0);
+    // Same as CRC32C(salt ‖ header with bytes 12..16 zeroed ‖ payload), without a copy.
     let c = crc32c::crc32c(&salt.to_le_bytes());
-    let c = crc32c::crc32c_append(c, &h);
+    let c = crc32c::crc32c_append(c, &header[..12]);
+    let c = crc32c::crc32c_append(c, &[0u8; 4]);
+    let c = crc32c::crc32c_append(c, &header[16..HEADER_LEN]);
     crc32c::crc32c_append(c, payload)
 }
 
@@ -171,6 +172,14 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// Decodes one record at the start of `buf` under `salt`; returns it and its padded size.
 /// Checks framing and CRC only; chain and LSN checks are the caller's (see [`check_follows`]).
 pub fn decode(salt: u64, buf: &[u8]) -> Result<(Record, usize), RecordError> {
+    let (mut rec, len, used) = decode_frame(salt, buf)?;
+    rec.payload = Bytes::copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
+    Ok((rec, used))
+}
+
+/// [`decode`] without copying the payload: returns the record with an empty payload, the
+/// payload length (it sits at `buf[HEADER_LEN..HEADER_LEN + len]`) and the padded size.
+pub(crate) fn decode_frame(salt: u64, buf: &[u8]) -> Result<(Record, usize, usize), RecordError> {
     let head = &buf[..buf.len().min(HEADER_LEN)];
     if head.iter().all(|&b| b == 0) {
         return Err(RecordError::Empty);
@@ -219,10 +228,10 @@ pub fn decode(salt: u64, buf: &[u8]) -> Result<(Record, usize), RecordError> {
         timestamp_nanos: u64_at(buf, 24) as i64,
         term: u64_at(buf, 32),
         prev_hash: buf[40..72].try_into().expect("32 bytes"),
-        payload: payload.to_vec(),
+        payload: Bytes::new(),
         hash: hash(buf, payload),
     };
-    Ok((rec, total))
+    Ok((rec, len, total))
 }
 
 /// Checks that `rec` is the record expected after a predecessor with hash `prev` at `lsn`.

@@ -1,7 +1,7 @@
 //! Segment files `<dir>/<first LSN, 20 digits>.seg`: a 64-byte header, then records.
 //!
 //! Header (little endian): `magic "LBJSEG01"` (8) · `version` u32 · `crc32c` u32 (of the header
-//! with this field zeroed) · `salt` u64 · `first_lsn` u64 · `prev_hash` [32] (hash of the last
+//! with this field zeroed) · `salt` u64 · `first_lsn` u64 · `prev_hash` (32 bytes) (hash of the last
 //! record of the previous segment, zeros for the first segment).
 
 use std::fs::{self, File, OpenOptions};
@@ -190,9 +190,31 @@ pub struct Scan {
     pub valid_after_stop: Option<usize>,
 }
 
+/// What [`scan`] does with payloads.
+enum Payloads<'a> {
+    Drop,
+    Copy,
+    Share(&'a bytes::Bytes),
+}
+
 /// Scans a segment: decodes records under its salt, checking LSNs and the hash chain from the
-/// header. Stops at zeroed space or at the first failure.
+/// header. Stops at zeroed space or at the first failure. Payloads are copied if
+/// `keep_payloads`, else left empty.
 pub fn scan(path: &Path, bytes: &[u8], keep_payloads: bool) -> Result<Scan> {
+    let mode = if keep_payloads {
+        Payloads::Copy
+    } else {
+        Payloads::Drop
+    };
+    scan_with(path, bytes, mode)
+}
+
+/// [`scan`] keeping payloads as slices of `bytes` (no per-record allocation).
+pub fn scan_shared(path: &Path, bytes: &bytes::Bytes) -> Result<Scan> {
+    scan_with(path, bytes, Payloads::Share(bytes))
+}
+
+fn scan_with(path: &Path, bytes: &[u8], payloads: Payloads<'_>) -> Result<Scan> {
     let header = SegmentHeader::decode(bytes).map_err(|reason| Error::BadSegment {
         path: path.to_path_buf(),
         reason,
@@ -200,17 +222,23 @@ pub fn scan(path: &Path, bytes: &[u8], keep_payloads: bool) -> Result<Scan> {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut lsn = header.first_lsn;
     let mut last_hash = header.prev_hash;
-    let mut records = Vec::new();
+    // Upper bound on the record count (each takes ≥ one header): reserving it avoids
+    // regrowing a large vector; untouched capacity costs no memory.
+    let mut records =
+        Vec::with_capacity(bytes.len().saturating_sub(SEGMENT_HEADER_LEN) / record::HEADER_LEN);
     let mut stop = None;
     while pos < bytes.len() {
-        let res = record::decode(header.salt, &bytes[pos..]).and_then(|(rec, used)| {
-            record::check_follows(&rec, lsn, &last_hash).map(|_| (rec, used))
+        let res = record::decode_frame(header.salt, &bytes[pos..]).and_then(|(rec, len, used)| {
+            record::check_follows(&rec, lsn, &last_hash).map(|_| (rec, len, used))
         });
         match res {
-            Ok((mut rec, used)) => {
+            Ok((mut rec, len, used)) => {
                 last_hash = rec.hash;
-                if !keep_payloads {
-                    rec.payload = Vec::new();
+                let body = pos + record::HEADER_LEN..pos + record::HEADER_LEN + len;
+                match payloads {
+                    Payloads::Drop => {}
+                    Payloads::Copy => rec.payload = bytes::Bytes::copy_from_slice(&bytes[body]),
+                    Payloads::Share(shared) => rec.payload = shared.slice(body),
                 }
                 records.push((pos, rec));
                 pos += used;

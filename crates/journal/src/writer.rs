@@ -278,7 +278,14 @@ impl Journal {
         // Records a crashed process wrote may still be only in the page cache: make them
         // durable before reporting them so. Re-preallocate in case the crash came between
         // trimming a full segment and creating the next one.
-        segment::preallocate(&file, prealloc).map_err(|e| Error::io(&path, e))?;
+        // On a full disk, open anyway: the segment is then treated as closed, so the first
+        // append retries the allocation by rotating (failing cleanly with `DiskFull`) instead
+        // of writing past the allocated end.
+        let closed = match segment::preallocate(&file, prealloc) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => true,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         file.sync_all().map_err(|e| Error::io(&path, e))?;
         let next = next_lsn.expect("at least one segment");
         let state = State {
@@ -294,7 +301,7 @@ impl Journal {
             segment_count: n as u64,
             appends: 0,
             poisoned: None,
-            closed: false,
+            closed,
         };
         Ok(Self::new(dir, lock, opts, state, next - 1, torn_tail))
     }

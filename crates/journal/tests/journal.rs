@@ -288,8 +288,9 @@ fn tampering_with_a_fixed_crc_is_caught_by_the_chain() {
     let (path, off, _end, lsn) = closed_record(&dir);
     let mut bytes = std::fs::read(&path).unwrap();
     let h = segment::SegmentHeader::decode(&bytes).unwrap();
-    let (mut rec, used) = record::decode(h.salt, &bytes[off..]).unwrap();
-    rec.payload[0] ^= 0xff;
+    let (rec, used) = record::decode(h.salt, &bytes[off..]).unwrap();
+    let mut payload = rec.payload.to_vec();
+    payload[0] ^= 0xff;
     let (forged, _) = record::encode(
         h.salt,
         rec.rec_type,
@@ -297,7 +298,7 @@ fn tampering_with_a_fixed_crc_is_caught_by_the_chain() {
         rec.timestamp_nanos,
         rec.term,
         &rec.prev_hash,
-        &rec.payload,
+        &payload,
     );
     assert_eq!(forged.len(), used);
     bytes[off..off + used].copy_from_slice(&forged);

@@ -189,6 +189,11 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
         backups.len()
     );
     assert!(last_acked >= ROUNDS as u64);
-    assert!(!backups.is_empty() && backups.len() <= 3);
+    // Retention runs right after each write: a kill in between leaves one extra at most.
+    assert!(
+        !backups.is_empty() && backups.len() <= 4,
+        "{}",
+        backups.len()
+    );
     assert!(deleted_segments, "WAL retention never ran under the kills");
 }

@@ -113,13 +113,11 @@ impl<S: StateMachine> PitrManager<S> {
                 last,
             )?;
             if rec.lsn != last {
-                return Err(Error::Config(format!(
-                    "base backup {} reflects LSN {} but the WAL in {} ends at LSN {last}: \
-                     the WAL directory does not belong to these backups (or lost records)",
-                    rec.base_backup_id.as_deref().unwrap_or("-"),
-                    rec.lsn,
-                    cfg.wal_directory.display()
-                )));
+                return Err(Error::BackupAheadOfWal {
+                    backup_id: rec.base_backup_id.unwrap_or_default(),
+                    backup_lsn: rec.lsn,
+                    wal_last: last,
+                });
             }
             Ok((journal, rec))
         })
@@ -366,6 +364,8 @@ async fn create_backup<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<BaseBac
 
 async fn background_backups<S: StateMachine>(inner: Weak<Inner<S>>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
+    // A backup slower than the interval delays the next one instead of bursting.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires immediately
     loop {
         tick.tick().await;

@@ -140,3 +140,45 @@ pub fn op_strategy() -> impl Strategy<Value = CatalogOp> {
             .prop_map(|(kind, data)| CatalogOp::Custom { kind, data }),
     ]
 }
+
+/// A tmpfs mounted for the lifetime of the guard; unmounted (lazily if busy) on drop.
+pub struct TmpfsMount {
+    /// The mount point.
+    pub path: std::path::PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs with `options` (e.g. "size=2m") at `path`, or says why it cannot.
+    pub fn new(path: &Path, options: &str) -> Result<TmpfsMount, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("mkdir {path:?}: {e}"))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs -o {options} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(TmpfsMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}

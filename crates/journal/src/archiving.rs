@@ -6,11 +6,11 @@
 //! retention (manifest first, then objects). A round killed at any point leaves the archive
 //! consistent and the next round completes the work (see `docs/journal-format.md`, "Archive").
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::archive::{Archive, ArchiveError, ArchiveLag, ArchiveResult, SyncReport};
 use crate::pitr::backup::list_backups;
-use crate::pitr::{PitrManager, StateMachine};
 use crate::segment::list_segments;
 
 /// Default time between archive rounds when the manager runs them in the background.
@@ -25,44 +25,41 @@ pub struct ArchiveRound {
     pub segments_deleted: u64,
     /// Backups removed from the archive.
     pub backups_deleted: u64,
+    /// Segments the archive lists after the round.
+    pub archived_segments: u64,
     /// How far the archive trails the local journal after the round.
     pub lag: Option<ArchiveLag>,
 }
 
-/// Runs one archive round for `pitr`.
-pub async fn archive_round<S: StateMachine>(
-    pitr: &PitrManager<S>,
+/// Runs one archive round over a journal's directories (what the manager's background task
+/// does every `archive_interval`; callable directly, e.g. before a planned shutdown).
+pub async fn archive_round(
     archive: &Archive,
+    wal_dir: &Path,
+    backup_dir: &Path,
 ) -> ArchiveResult<ArchiveRound> {
-    let cfg = pitr.config();
-    let (wal_dir, backup_dir) = (cfg.wal_directory.clone(), cfg.backup_directory.clone());
-    let sync = archive.sync(&wal_dir, &backup_dir).await?;
+    let sync = archive.sync(wal_dir, backup_dir).await?;
     let manifest = archive.manifest().await?;
-    pitr.set_archived_upto(sync.archived_upto_lsn, manifest.segments.len() as u64);
 
     // Mirror local retention: the archive keeps what the local side still keeps (the oldest
     // local segment on, every local backup), so a total loss recovers exactly what a local
     // recovery could have, minus the unarchived tail.
-    let first_local = {
-        let dir = wal_dir.clone();
-        tokio::task::spawn_blocking(move || list_segments(&dir))
-            .await
-            .map_err(|e| ArchiveError::Journal(crate::Error::Poisoned(e.to_string())))??
-            .first()
-            .map(|s| s.0)
+    let (first_local, keep_backups) = {
+        let (w, b) = (wal_dir.to_path_buf(), backup_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || -> crate::Result<_> {
+            let first = list_segments(&w)?.first().map(|s| s.0);
+            let names: Vec<String> = list_backups(&b)?
+                .0
+                .iter()
+                .filter_map(|b| b.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            Ok((first, names))
+        })
+        .await
+        .map_err(|e| ArchiveError::Journal(crate::Error::Poisoned(e.to_string())))??
     };
-    let backups = {
-        let dir = backup_dir.clone();
-        tokio::task::spawn_blocking(move || list_backups(&dir))
-            .await
-            .map_err(|e| ArchiveError::Journal(crate::Error::Poisoned(e.to_string())))??
-            .0
-    };
-    let keep_backups: Vec<String> = backups
-        .iter()
-        .filter_map(|b| b.path.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
     let mut round = ArchiveRound {
+        archived_segments: manifest.segments.len() as u64,
         sync,
         ..ArchiveRound::default()
     };
@@ -72,7 +69,8 @@ pub async fn archive_round<S: StateMachine>(
         let r = archive.apply_retention(first, &keep_backups).await?;
         round.segments_deleted = r.segments_deleted;
         round.backups_deleted = r.backups_deleted;
+        round.archived_segments = round.archived_segments.saturating_sub(r.segments_deleted);
     }
-    round.lag = Some(archive.lag(&wal_dir).await?);
+    round.lag = Some(archive.lag(wal_dir).await?);
     Ok(round)
 }

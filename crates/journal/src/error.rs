@@ -60,6 +60,9 @@ pub enum Error {
     /// An earlier write or fsync failed; durability is unknown, so the instance refuses all work.
     #[error("journal is poisoned after an earlier failure ({0}); reopen it to recover")]
     Poisoned(String),
+    /// The configured archive could not be opened or written (key, storage, conflict).
+    #[error("journal archive: {0}")]
+    Archive(#[source] Box<crate::archive::ArchiveError>),
     /// Another `Journal` (in this or another process) holds the directory's writer lock.
     #[error("journal {dir} is already open for writing by another instance")]
     Locked {

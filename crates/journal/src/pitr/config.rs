@@ -19,6 +19,12 @@ pub const ENV_BACKUP_DIR: &str = "PITR_BACKUP_DIR";
 pub const ENV_BACKUP_INTERVAL_SECS: &str = "PITR_BACKUP_INTERVAL_SECS";
 /// Environment variable for [`PitrConfig::wal_retention`], in seconds.
 pub const ENV_WAL_RETENTION_SECS: &str = "PITR_WAL_RETENTION_SECS";
+/// Environment variable for [`PitrConfig::archive`] (also read by `lifeboat journal`).
+pub const ENV_ARCHIVE: &str = "PITR_ARCHIVE";
+/// Environment variable for [`PitrConfig::archive_key_file`] (also read by `lifeboat journal`).
+pub const ENV_ARCHIVE_KEY_FILE: &str = "PITR_ARCHIVE_KEY_FILE";
+/// Environment variable for [`PitrConfig::archive_interval`], in seconds.
+pub const ENV_ARCHIVE_INTERVAL_SECS: &str = "PITR_ARCHIVE_INTERVAL_SECS";
 
 /// Validated PITR settings (build with [`PitrConfig::builder`] or [`PitrConfig::from_env`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,9 @@ pub struct PitrConfig {
     pub archive: Option<String>,
     /// Key file for the archive's encryption, if any.
     pub archive_key_file: Option<PathBuf>,
+    /// How often the background task ships closed segments and new backups to the archive
+    /// (also right after every base backup). Bounds the archive lag of closed segments.
+    pub archive_interval: Duration,
     /// How often the background task takes a base backup; `None` disables the task.
     pub base_backup_interval: Option<Duration>,
     /// Closed segments older than this may be deleted (subject to the backups' needs).
@@ -63,6 +72,7 @@ impl Default for PitrConfigBuilder {
                 backup_directory: PathBuf::from("./pitr/backups"),
                 archive: None,
                 archive_key_file: None,
+                archive_interval: crate::archiving::DEFAULT_ARCHIVE_INTERVAL,
                 base_backup_interval: Some(Duration::from_secs(3600)),
                 wal_retention: Duration::from_secs(7 * 86400),
                 wal_segment_size: 16 * 1024 * 1024,
@@ -129,6 +139,15 @@ impl PitrConfigBuilder {
         if let Some(d) = env_secs(ENV_WAL_RETENTION_SECS)? {
             self.cfg.wal_retention = d;
         }
+        if let Some(p) = env_path(ENV_ARCHIVE)? {
+            self.cfg.archive = Some(p.to_string_lossy().into_owned());
+        }
+        if let Some(p) = env_path(ENV_ARCHIVE_KEY_FILE)? {
+            self.cfg.archive_key_file = Some(p);
+        }
+        if let Some(d) = env_secs(ENV_ARCHIVE_INTERVAL_SECS)? {
+            self.cfg.archive_interval = d;
+        }
         Ok(self)
     }
 
@@ -147,6 +166,12 @@ impl PitrConfigBuilder {
     /// Sets the archive location (`s3://bucket/prefix` or a local path).
     pub fn archive(mut self, location: impl Into<String>) -> Self {
         self.cfg.archive = Some(location.into());
+        self
+    }
+
+    /// Sets how often closed segments and new backups are shipped to the archive.
+    pub fn archive_interval(mut self, every: Duration) -> Self {
+        self.cfg.archive_interval = every;
         self
     }
 
@@ -233,6 +258,14 @@ impl PitrConfigBuilder {
                 "wal_segment_size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} bytes",
                 c.wal_segment_size
             ));
+        }
+        if c.archive.is_some() && c.archive_interval.is_zero() {
+            return bad("archive_interval is zero: use a positive interval".into());
+        }
+        if c.archive_key_file.is_some() && c.archive.is_none() {
+            return bad(
+                "archive_key_file is set but no archive location: set archive(...) too".into(),
+            );
         }
         if c.archive.as_deref() == Some("") {
             return bad("archive location is empty".into());

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
+use crate::archive::{Archive, ArchiveKey};
+use crate::archiving::{archive_round, ArchiveRound};
 use crate::error::{Error, Result};
 use crate::pitr::backup::{self, BackupStamp, BaseBackup};
 use crate::pitr::config::PitrConfig;
@@ -19,7 +21,7 @@ use crate::writer::{ClosedSegment, Written};
 use crate::{segment, Journal, JournalOptions, Lsn};
 
 /// WAL counters for monitoring.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WalStats {
     /// Last durable LSN.
     pub current_lsn: Lsn,
@@ -39,6 +41,24 @@ pub struct WalStats {
     pub first_lsn: Lsn,
     /// Highest term recorded in the WAL.
     pub highest_term: u64,
+    /// Last LSN the archive holds (`None`: no archive configured).
+    pub archived_upto_lsn: Option<Lsn>,
+    /// Durable records not yet in the archive (`None`: no archive configured).
+    pub archive_lag_entries: Option<u64>,
+    /// Age in seconds of the oldest record not yet archived (0 when fully archived; an upper
+    /// bound for records written since the last archive round). `None`: no archive, or no
+    /// round finished yet.
+    pub archive_lag_seconds: Option<f64>,
+    /// Why the last archive round failed, if it did (cleared by the next success).
+    pub archive_last_error: Option<String>,
+}
+
+/// What the manager remembers of its archive rounds, for `wal_stats`.
+#[derive(Default)]
+struct ArchiveStatus {
+    /// Unix ns at or before which every unarchived record was written (see `WalStats`).
+    oldest_unarchived_bound_nanos: Option<i64>,
+    last_error: Option<String>,
 }
 
 struct Live<S> {
@@ -59,6 +79,11 @@ struct Inner<S: StateMachine> {
     /// Closed segments with last LSN ≤ this may be deleted (`u64::MAX`: no archive to wait for).
     archived_upto: AtomicU64,
     archived_segments: AtomicU64,
+    archive: Option<Archive>,
+    archive_kick: Arc<tokio::sync::Notify>,
+    archive_status: Mutex<ArchiveStatus>,
+    /// One round at a time (the background task and `archive_now`).
+    archive_lock: tokio::sync::Mutex<()>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,11 +103,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 pub struct PitrManager<S: StateMachine> {
     inner: Arc<Inner<S>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    archive_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S: StateMachine> Drop for PitrManager<S> {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
+        for t in [self.task.take(), self.archive_task.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
     }
@@ -93,6 +122,24 @@ impl<S: StateMachine> PitrManager<S> {
     /// rebuilds the live state (newest backup + replay) and starts the background backup task
     /// if an interval is configured. Must run inside a tokio runtime.
     pub async fn open(config: PitrConfig) -> Result<Self> {
+        // The archive first: a wrong key or an unreachable archive is refused before the
+        // journal's writer lock is taken.
+        let archive = match &config.archive {
+            None => None,
+            Some(location) => {
+                let key = match &config.archive_key_file {
+                    Some(p) => {
+                        Some(ArchiveKey::from_file(p).map_err(|e| Error::Archive(Box::new(e)))?)
+                    }
+                    None => None,
+                };
+                Some(
+                    Archive::open(location, key)
+                        .await
+                        .map_err(|e| Error::Archive(Box::new(e)))?,
+                )
+            }
+        };
         let cfg = config.clone();
         let (journal, rec) = blocking(move || {
             backup::clean_temp(&cfg.backup_directory)?;
@@ -141,12 +188,27 @@ impl<S: StateMachine> PitrManager<S> {
             }),
             backup_lock: tokio::sync::Mutex::new(()),
             archived_segments: AtomicU64::new(0),
+            archive,
+            archive_kick: Arc::new(tokio::sync::Notify::new()),
+            archive_status: Mutex::new(ArchiveStatus::default()),
+            archive_lock: tokio::sync::Mutex::new(()),
         });
         let task = inner
             .config
             .base_backup_interval
             .map(|every| tokio::spawn(background_backups(Arc::downgrade(&inner), every)));
-        Ok(PitrManager { inner, task })
+        let archive_task = inner.archive.is_some().then(|| {
+            tokio::spawn(background_archiving(
+                Arc::downgrade(&inner),
+                inner.archive_kick.clone(),
+                inner.config.archive_interval,
+            ))
+        });
+        Ok(PitrManager {
+            inner,
+            task,
+            archive_task,
+        })
     }
 
     /// The configuration in use.
@@ -231,7 +293,27 @@ impl<S: StateMachine> PitrManager<S> {
         })
         .await
         .unwrap_or((active, 1));
+        let (archived_upto_lsn, archive_lag_entries, archive_lag_seconds, archive_last_error) =
+            if self.inner.archive.is_some() {
+                let upto = self.inner.archived_upto.load(Ordering::SeqCst);
+                let entries = s.durable_lsn.saturating_sub(upto);
+                let st = locked(&self.inner.archive_status);
+                let seconds = st.oldest_unarchived_bound_nanos.map(|bound| {
+                    if entries == 0 {
+                        0.0
+                    } else {
+                        (unix_nanos(SystemTime::now()) - bound).max(0) as f64 / 1e9
+                    }
+                });
+                (Some(upto), Some(entries), seconds, st.last_error.clone())
+            } else {
+                (None, None, None, None)
+            };
         WalStats {
+            archived_upto_lsn,
+            archive_lag_entries,
+            archive_lag_seconds,
+            archive_last_error,
             current_lsn: s.durable_lsn,
             active_segment_entries: s.active_segment_entries,
             archived_segment_count: self.inner.archived_segments.load(Ordering::SeqCst),
@@ -290,6 +372,13 @@ impl<S: StateMachine> PitrManager<S> {
         now: SystemTime,
     ) -> bool {
         self.inner.deletable(seg, oldest_backup_lsn, now)
+    }
+
+    /// Ships closed segments and new backups to the configured archive now, publishes how far
+    /// it reaches (so WAL retention may delete what is archived) and mirrors local retention
+    /// into it. The background task does the same every `archive_interval`.
+    pub async fn archive_now(&self) -> Result<ArchiveRound> {
+        archive_once(&self.inner).await
     }
 
     /// The underlying journal (stats, torn-tail report).
@@ -359,7 +448,78 @@ async fn create_backup<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<BaseBac
     })
     .await?;
     apply_wal_retention(inner).await?;
+    inner.archive_kick.notify_one();
     Ok(made)
+}
+
+fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+async fn archive_once<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<ArchiveRound> {
+    let Some(archive) = &inner.archive else {
+        return Err(Error::Config(
+            "no archive configured: set archive(...) in the PitrConfig".into(),
+        ));
+    };
+    let _one_at_a_time = inner.archive_lock.lock().await;
+    let started = unix_nanos(SystemTime::now());
+    let result = archive_round(
+        archive,
+        &inner.config.wal_directory,
+        &inner.config.backup_directory,
+    )
+    .await;
+    let mut st = locked(&inner.archive_status);
+    match result {
+        Ok(round) => {
+            inner
+                .archived_upto
+                .store(round.sync.archived_upto_lsn, Ordering::SeqCst);
+            inner
+                .archived_segments
+                .store(round.archived_segments, Ordering::SeqCst);
+            let lag_secs = round.lag.as_ref().map_or(0.0, |l| l.seconds);
+            st.oldest_unarchived_bound_nanos = Some(started - (lag_secs * 1e9) as i64);
+            st.last_error = None;
+            Ok(round)
+        }
+        Err(e) => {
+            st.last_error = Some(e.to_string());
+            Err(Error::Archive(Box::new(e)))
+        }
+    }
+}
+
+async fn background_archiving<S: StateMachine>(
+    inner: Weak<Inner<S>>,
+    kick: Arc<tokio::sync::Notify>,
+    every: std::time::Duration,
+) {
+    loop {
+        {
+            // Holds the manager only for the round, so dropping it closes the journal.
+            let Some(inner) = inner.upgrade() else { return };
+            match archive_once(&inner).await {
+                Ok(r) => tracing::debug!(
+                    upto = r.sync.archived_upto_lsn,
+                    segments = r.sync.segments_archived,
+                    backups = r.sync.backups_archived,
+                    "archive round"
+                ),
+                Err(e) => tracing::warn!("archive round failed (retried in {every:?}): {e}"),
+            }
+            // Segments the archive now holds may be deletable.
+            if let Err(e) = apply_wal_retention(&inner).await {
+                tracing::warn!("WAL retention after archiving failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = kick.notified() => {}
+        }
+    }
 }
 
 async fn background_backups<S: StateMachine>(inner: Weak<Inner<S>>, every: std::time::Duration) {

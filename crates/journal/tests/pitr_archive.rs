@@ -36,7 +36,7 @@ fn locations(tmp: &Path, name: &str) -> Vec<String> {
 }
 
 fn op(i: u64) -> CatalogOp {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         CatalogOp::TopicCreated {
             name: format!("t{}", i % 13),
             partitions: 3,

@@ -15,6 +15,9 @@ use crate::segment::list_segments;
 
 /// Default time between archive rounds when the manager runs them in the background.
 pub const DEFAULT_ARCHIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default archive timeout: a record waits at most about this long in the active segment
+/// before the segment is closed and shipped.
+pub const DEFAULT_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one archive round did.
 #[derive(Debug, Clone, Default)]

@@ -395,6 +395,22 @@ impl Journal {
         })
     }
 
+    /// Closes the active segment now, if it holds any record, so everything written so far
+    /// can be archived (PostgreSQL's `pg_switch_wal`). Returns the last LSN of the closed
+    /// segment, or `None` when the active segment was empty. Records in it become durable.
+    pub fn switch_segment(&self) -> Result<Option<Lsn>> {
+        let mut st = self.lock();
+        if let Some(p) = &st.poisoned {
+            return Err(Error::Poisoned(p.clone()));
+        }
+        if st.seg_entries == 0 && !st.closed {
+            return Ok(None);
+        }
+        let last = st.next_lsn - 1;
+        self.rotate(&mut st)?;
+        Ok(Some(last))
+    }
+
     /// Closes the active segment (trimmed to its data and fsynced) and starts the next one.
     /// A failure to trim or sync poisons the journal (durability unknown); a failure to create
     /// the next segment (typically ENOSPC while preallocating) does not: the closed segment

@@ -87,7 +87,10 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         let key_file = tmp.path().join(format!("key{n}"));
         std::fs::write(&key_file, ArchiveKey::generate().to_hex()).unwrap();
         // A long interval: only the round at start-up and the explicit ones run.
-        let cfg = config(&root, &location, &key_file, Duration::from_secs(3600));
+        let cfg = PitrConfig {
+            archive_timeout: None,
+            ..config(&root, &location, &key_file, Duration::from_secs(3600))
+        };
         let pitr = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
         let ops: Vec<CatalogOp> = (0..3000).map(op).collect();
         for o in &ops[..1500] {
@@ -146,6 +149,10 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         // mirrors it.
         pitr.apply_wal_retention().await.unwrap();
         assert!(segment::list_segments(&cfg.wal_directory).unwrap()[0].0 > 1);
+        // A backup closes the active segment, so the archive holds the WAL up to it.
+        pitr.create_base_backup().await.unwrap();
+        let archived = pitr.archive_now().await.unwrap().sync.archived_upto_lsn;
+        assert_eq!(archived, 3000);
         drop(pitr);
 
         // Total loss.
@@ -240,4 +247,36 @@ async fn wrong_or_missing_archive_key_is_refused_at_open() {
     // The journal itself is untouched by the refusals.
     let pitr = PitrManager::<Catalog>::open(cfg).await.unwrap();
     assert_eq!(pitr.wal_stats().await.current_lsn, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_timeout_ships_a_quiet_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("key");
+    std::fs::write(&key_file, ArchiveKey::generate().to_hex()).unwrap();
+    let location = tmp.path().join("archive").display().to_string();
+    let cfg = PitrConfig {
+        wal_segment_size: 16 * 1024 * 1024,
+        archive_timeout: Some(Duration::from_millis(300)),
+        ..config(tmp.path(), &location, &key_file, Duration::from_millis(100))
+    };
+    let pitr = PitrManager::<Catalog>::open(cfg).await.unwrap();
+    for i in 0..5 {
+        pitr.log_change(op(i)).await.unwrap();
+    }
+    // Five records never fill a 16 MiB segment; the timeout closes it and the round ships it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = pitr.wal_stats().await;
+        if st.archived_upto_lsn == Some(5) {
+            assert_eq!(st.archive_lag_entries, Some(0));
+            assert_eq!(st.archive_lag_seconds, Some(0.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quiet journal never archived: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

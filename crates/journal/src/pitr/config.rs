@@ -23,6 +23,8 @@ pub const ENV_WAL_RETENTION_SECS: &str = "PITR_WAL_RETENTION_SECS";
 pub const ENV_ARCHIVE: &str = "PITR_ARCHIVE";
 /// Environment variable for [`PitrConfig::archive_key_file`] (also read by `lifeboat journal`).
 pub const ENV_ARCHIVE_KEY_FILE: &str = "PITR_ARCHIVE_KEY_FILE";
+/// Environment variable for [`PitrConfig::archive_timeout`], in seconds (0 disables).
+pub const ENV_ARCHIVE_TIMEOUT_SECS: &str = "PITR_ARCHIVE_TIMEOUT_SECS";
 /// Environment variable for [`PitrConfig::archive_interval`], in seconds.
 pub const ENV_ARCHIVE_INTERVAL_SECS: &str = "PITR_ARCHIVE_INTERVAL_SECS";
 
@@ -41,6 +43,10 @@ pub struct PitrConfig {
     /// How often the background task ships closed segments and new backups to the archive
     /// (also right after every base backup). Bounds the archive lag of closed segments.
     pub archive_interval: Duration,
+    /// With an archive: close the active segment once it has held records this long, so the
+    /// archive never trails by much more than this plus `archive_interval` even when traffic
+    /// is too low to fill segments (PostgreSQL's `archive_timeout`). `None` disables.
+    pub archive_timeout: Option<Duration>,
     /// How often the background task takes a base backup; `None` disables the task.
     pub base_backup_interval: Option<Duration>,
     /// Closed segments older than this may be deleted (subject to the backups' needs).
@@ -73,6 +79,7 @@ impl Default for PitrConfigBuilder {
                 archive: None,
                 archive_key_file: None,
                 archive_interval: crate::archiving::DEFAULT_ARCHIVE_INTERVAL,
+                archive_timeout: Some(crate::archiving::DEFAULT_ARCHIVE_TIMEOUT),
                 base_backup_interval: Some(Duration::from_secs(3600)),
                 wal_retention: Duration::from_secs(7 * 86400),
                 wal_segment_size: 16 * 1024 * 1024,
@@ -145,6 +152,9 @@ impl PitrConfigBuilder {
         if let Some(p) = env_path(ENV_ARCHIVE_KEY_FILE)? {
             self.cfg.archive_key_file = Some(p);
         }
+        if let Some(d) = env_secs(ENV_ARCHIVE_TIMEOUT_SECS)? {
+            self.cfg.archive_timeout = (!d.is_zero()).then_some(d);
+        }
         if let Some(d) = env_secs(ENV_ARCHIVE_INTERVAL_SECS)? {
             self.cfg.archive_interval = d;
         }
@@ -172,6 +182,13 @@ impl PitrConfigBuilder {
     /// Sets how often closed segments and new backups are shipped to the archive.
     pub fn archive_interval(mut self, every: Duration) -> Self {
         self.cfg.archive_interval = every;
+        self
+    }
+
+    /// Sets (or with `None` disables) the archive timeout: the longest a record waits in the
+    /// active segment before the segment is closed for archiving.
+    pub fn archive_timeout(mut self, after: Option<Duration>) -> Self {
+        self.cfg.archive_timeout = after;
         self
     }
 
@@ -258,6 +275,11 @@ impl PitrConfigBuilder {
                 "wal_segment_size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} bytes",
                 c.wal_segment_size
             ));
+        }
+        if c.archive_timeout == Some(Duration::ZERO) {
+            return bad(
+                "archive_timeout is zero: use a positive duration, or None to disable".into(),
+            );
         }
         if c.archive.is_some() && c.archive_interval.is_zero() {
             return bad("archive_interval is zero: use a positive interval".into());

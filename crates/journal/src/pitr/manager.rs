@@ -438,6 +438,13 @@ async fn create_backup<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<BaseBac
             },
         )
     };
+    if inner.archive.is_some() {
+        // Close the segment holding the backup's start LSN, so the archive round this backup
+        // kicks off ships that WAL together with the backup: a restored archive then never
+        // holds a backup ahead of its WAL, and the restored journal can be reopened.
+        let j = inner.clone();
+        blocking(move || j.journal.switch_segment().map(drop)).await?;
+    }
     let dir = inner.config.backup_directory.clone();
     let compress = inner.config.compress_backups;
     let keep = inner.config.backup_retention_count;
@@ -497,10 +504,23 @@ async fn background_archiving<S: StateMachine>(
     kick: Arc<tokio::sync::Notify>,
     every: std::time::Duration,
 ) {
+    let timeout = inner.upgrade().and_then(|i| i.config.archive_timeout);
+    let mut last_switch = tokio::time::Instant::now();
     loop {
         {
             // Holds the manager only for the round, so dropping it closes the journal.
             let Some(inner) = inner.upgrade() else { return };
+            if let Some(t) = timeout {
+                if last_switch.elapsed() >= t && inner.journal.stats().active_segment_entries > 0 {
+                    let j = inner.clone();
+                    match blocking(move || j.journal.switch_segment()).await {
+                        Ok(_) => last_switch = tokio::time::Instant::now(),
+                        Err(e) => tracing::warn!(
+                            "archive timeout: closing the active segment failed: {e}"
+                        ),
+                    }
+                }
+            }
             match archive_once(&inner).await {
                 Ok(r) => tracing::debug!(
                     upto = r.sync.archived_upto_lsn,
@@ -515,8 +535,14 @@ async fn background_archiving<S: StateMachine>(
                 tracing::warn!("WAL retention after archiving failed: {e}");
             }
         }
+        let nap = timeout.map_or(every, |t| {
+            every.min(
+                t.saturating_sub(last_switch.elapsed())
+                    .max(std::time::Duration::from_millis(10)),
+            )
+        });
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(nap) => {}
             _ = kick.notified() => {}
         }
     }

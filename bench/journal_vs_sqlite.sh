@@ -5,7 +5,8 @@
 # commit group), replay and verify throughput of a ~1 GiB journal, recovery to a mid timestamp.
 # Results: bench/results/<UTC>-journal/{results.md,raw.json,df.txt,env.txt}.
 #
-# Env: SECONDS_PER_POINT (default 5), RECOVERY_GIB (default 1), BENCH_DIR (default a temp dir
+# Env: SECONDS_PER_POINT (default 4), REPEAT (alternating runs per point, median reported;
+# default 3), RECOVERY_GIB (default 1), BENCH_DIR (default a temp dir
 # under /work if it exists, else $TMPDIR or /tmp; it must be a real disk, not tmpfs).
 set -euo pipefail
 
@@ -32,5 +33,5 @@ target=$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 
 
 echo "running in $work ($fstype); results in $out" >&2
 "$target/release/examples/journal_bench" --dir "$work" --out "$out" \
-    --seconds "${SECONDS_PER_POINT:-5}" --recovery-gib "${RECOVERY_GIB:-1}" 2> "$out/log.txt"
+    --seconds "${SECONDS_PER_POINT:-4}" --repeat "${REPEAT:-3}" --recovery-gib "${RECOVERY_GIB:-1}" 2> "$out/log.txt"
 cat "$out/results.md"

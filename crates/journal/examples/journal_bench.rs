@@ -5,7 +5,10 @@
 //! SQLite in WAL mode with `synchronous=FULL` with a fair group commit (one writer thread
 //! drains every pending request into one transaction and acknowledges after COMMIT); then
 //! replay and verify throughput of a ~1 GiB journal, and the time to reach a timestamp in its
-//! middle. Usage: `journal_bench --dir DIR [--seconds S] [--recovery-gib G] [--out DIR]`.
+//! middle. Usage:
+//! `journal_bench --dir DIR [--seconds S] [--repeat N] [--recovery-gib G] [--out DIR]`.
+//! The shared VM's fsync latency swings several-fold from minute to minute, so each append
+//! point runs journal and SQLite alternately `N` times and reports the median run of each.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,11 @@ struct Args {
     seconds: f64,
     recovery_gib: f64,
     out: Option<PathBuf>,
+    /// Alternating journal/SQLite runs per appender count (the median is reported); 0 skips
+    /// the append part.
+    repeat: usize,
+    /// Keep the big journal after the run and reuse one left by an earlier run (profiling).
+    keep_journal: bool,
 }
 
 fn args() -> Args {
@@ -35,6 +43,8 @@ fn args() -> Args {
         seconds: 5.0,
         recovery_gib: 1.0,
         out: None,
+        repeat: 3,
+        keep_journal: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +54,8 @@ fn args() -> Args {
             "--seconds" => a.seconds = val.parse().expect("--seconds: a number"),
             "--recovery-gib" => a.recovery_gib = val.parse().expect("--recovery-gib: a number"),
             "--out" => a.out = Some(val.into()),
+            "--repeat" => a.repeat = val.parse().expect("--repeat: a number"),
+            "--keep-journal" => a.keep_journal = val == "1",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -303,19 +315,38 @@ fn main() {
         .build()
         .expect("runtime");
     let mut appends = Vec::new();
-    for &c in &APPENDERS {
-        let j = rt.block_on(bench_journal(&a.dir.join(format!("j{c}")), c, a.seconds));
-        eprintln!("{j:?}");
-        let s = rt.block_on(bench_sqlite(&a.dir.join(format!("s{c}")), c, a.seconds));
-        eprintln!("{s:?}");
-        let _ = std::fs::remove_dir_all(a.dir.join(format!("j{c}")));
-        let _ = std::fs::remove_dir_all(a.dir.join(format!("s{c}")));
-        appends.push((j, s));
+    let mut raw_runs = Vec::new();
+    for &c in APPENDERS.iter().filter(|_| a.repeat > 0) {
+        let (mut js, mut ss) = (Vec::new(), Vec::new());
+        for _ in 0..a.repeat {
+            let (jd, sd) = (a.dir.join(format!("j{c}")), a.dir.join(format!("s{c}")));
+            let j = rt.block_on(bench_journal(&jd, c, a.seconds));
+            eprintln!("{j:?}");
+            let _ = std::fs::remove_dir_all(&jd);
+            let s = rt.block_on(bench_sqlite(&sd, c, a.seconds));
+            eprintln!("{s:?}");
+            let _ = std::fs::remove_dir_all(&sd);
+            raw_runs.push(j.clone());
+            raw_runs.push(s.clone());
+            js.push(j);
+            ss.push(s);
+        }
+        let median = |mut v: Vec<AppendResult>| {
+            v.sort_by(|x, y| x.per_sec.total_cmp(&y.per_sec));
+            v.swap_remove(v.len() / 2)
+        };
+        appends.push((median(js), median(ss)));
     }
 
     let big = a.dir.join("big");
     let want = (a.recovery_gib * (1u64 << 30) as f64) as u64;
-    let (records, build_s) = rt.block_on(build_journal(&big, want));
+    let reuse = a.keep_journal && segment::list_segments(&big).is_ok_and(|s| !s.is_empty());
+    let (records, build_s) = if reuse {
+        let n = iter_from(&big, 1).expect("iter").count() as u64;
+        (n, 0.0)
+    } else {
+        rt.block_on(build_journal(&big, want))
+    };
     let bytes = dir_bytes(&big);
     eprintln!("built {records} records, {bytes} bytes in {build_s:.1}s");
 
@@ -354,8 +385,8 @@ fn main() {
 
     let mut md = String::new();
     md.push_str(&format!(
-        "# Journal vs SQLite ({} s per append point, {RECORD_BYTES}-byte records)\n\n",
-        a.seconds
+        "# Journal vs SQLite ({RECORD_BYTES}-byte records; median of {} alternating runs of {} s per point)\n\n",
+        a.repeat, a.seconds
     ));
     md.push_str("| appenders | journal appends/s | journal p50 / p99 µs | journal recs/fsync | SQLite appends/s | SQLite p50 / p99 µs | SQLite recs/txn | ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (j, s) in &appends {
@@ -386,7 +417,8 @@ fn main() {
     ));
     println!("{md}");
     let raw = json!({
-        "appends": appends.iter().flat_map(|(j, s)| [j.clone(), s.clone()]).collect::<Vec<_>>(),
+        "append_medians": appends.iter().flat_map(|(j, s)| [j.clone(), s.clone()]).collect::<Vec<_>>(),
+        "append_runs": raw_runs,
         "journal_bytes": bytes,
         "journal_records": records,
         "build_seconds": build_s,
@@ -408,5 +440,7 @@ fn main() {
         )
         .expect("write json");
     }
-    let _ = std::fs::remove_dir_all(&big);
+    if !a.keep_journal {
+        let _ = std::fs::remove_dir_all(&big);
+    }
 }

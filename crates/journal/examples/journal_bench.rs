@@ -35,6 +35,8 @@ struct Args {
     repeat: usize,
     /// Keep the big journal after the run and reuse one left by an earlier run (profiling).
     keep_journal: bool,
+    /// Run only this system's append points ("journal" or "sqlite"; profiling).
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -45,6 +47,7 @@ fn args() -> Args {
         out: None,
         repeat: 3,
         keep_journal: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,7 @@ fn args() -> Args {
             "--out" => a.out = Some(val.into()),
             "--repeat" => a.repeat = val.parse().expect("--repeat: a number"),
             "--keep-journal" => a.keep_journal = val == "1",
+            "--only" => a.only = Some(val),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -320,9 +324,17 @@ fn main() {
         let (mut js, mut ss) = (Vec::new(), Vec::new());
         for _ in 0..a.repeat {
             let (jd, sd) = (a.dir.join(format!("j{c}")), a.dir.join(format!("s{c}")));
+            if a.only.as_deref() == Some("sqlite") {
+                let s = rt.block_on(bench_sqlite(&sd, c, a.seconds));
+                eprintln!("{s:?}");
+                continue;
+            }
             let j = rt.block_on(bench_journal(&jd, c, a.seconds));
             eprintln!("{j:?}");
             let _ = std::fs::remove_dir_all(&jd);
+            if a.only.as_deref() == Some("journal") {
+                continue;
+            }
             let s = rt.block_on(bench_sqlite(&sd, c, a.seconds));
             eprintln!("{s:?}");
             let _ = std::fs::remove_dir_all(&sd);
@@ -335,7 +347,9 @@ fn main() {
             v.sort_by(|x, y| x.per_sec.total_cmp(&y.per_sec));
             v.swap_remove(v.len() / 2)
         };
-        appends.push((median(js), median(ss)));
+        if !js.is_empty() && !ss.is_empty() {
+            appends.push((median(js), median(ss)));
+        }
     }
 
     let big = a.dir.join("big");

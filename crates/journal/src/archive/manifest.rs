@@ -86,9 +86,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Last LSN held by the archive (0 when it holds no segment).
+    /// Every LSN up to this one was archived (0: none). Usually the last archived segment's
+    /// last LSN; when retention has since removed every segment, the retention boundary —
+    /// what was shipped stays shipped for lag and for local WAL retention.
     pub fn archived_upto_lsn(&self) -> Lsn {
-        self.segments.values().next_back().map_or(0, |s| s.last_lsn)
+        self.segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.last_lsn)
+            .max(self.retained_from_lsn.saturating_sub(1))
     }
 
     /// First LSN held by the archive, if any.

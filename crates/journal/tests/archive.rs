@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "LIFEBOAT_ARCHIVE_KILL_CHILD";
 /// Sync processes started (and SIGKILLed unless they finish first) per location.
-const ROUNDS: u64 = 18;
+const ROUNDS: u64 = 20;
 
 /// Archive locations to run each scenario against: a fresh local dir, plus a fresh S3 prefix
 /// when `LIFEBOAT_TEST_S3` is set (required with `LIFEBOAT_REQUIRE_S3=1`).

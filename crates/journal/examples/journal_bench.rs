@@ -5,7 +5,8 @@
 //! SQLite in WAL mode with `synchronous=FULL` with a fair group commit (one writer thread
 //! drains every pending request into one transaction and acknowledges after COMMIT); then
 //! replay and verify throughput of a ~1 GiB journal, and the time to reach a timestamp in its
-//! middle. Usage:
+//! middle; and shipping the journal to an encrypted archive and restoring it (total loss).
+//! Usage:
 //! `journal_bench --dir DIR [--seconds S] [--repeat N] [--recovery-gib G] [--out DIR]`.
 //! The shared VM's fsync latency swings several-fold from minute to minute, so each append
 //! point runs journal and SQLite alternately `N` times and reports the median run of each.
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::record;
 use lifeboat_journal::segment::{self, SegmentHeader, SEGMENT_HEADER_LEN};
 use lifeboat_journal::{iter_from, verify, Journal, JournalOptions, Lsn};
@@ -397,6 +399,34 @@ fn main() {
     assert_eq!(last_a, last_b);
     assert!(last_a >= mid_lsn);
 
+    // Total loss: ship the whole journal to an encrypted archive on the same disk, then
+    // restore it into empty directories (download, authenticate, SHA-256, chain check).
+    let archive_dir = a.dir.join("archive");
+    let (restored_wal, restored_bak) = (a.dir.join("restored-wal"), a.dir.join("restored-bak"));
+    let (sync_s, restore_s, archived) = rt.block_on(async {
+        let archive = Archive::open(
+            archive_dir.to_str().expect("utf-8 path"),
+            Some(ArchiveKey::generate()),
+        )
+        .await
+        .expect("open archive");
+        let t = Instant::now();
+        let r = archive
+            .sync(&big, &a.dir.join("no-backups"))
+            .await
+            .expect("sync");
+        let sync_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        archive
+            .restore_into(&restored_wal, &restored_bak)
+            .await
+            .expect("restore");
+        (sync_s, t.elapsed().as_secs_f64(), r.bytes_uploaded)
+    });
+    for d in [&archive_dir, &restored_wal, &restored_bak] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+
     let mut md = String::new();
     md.push_str(&format!(
         "# Journal vs SQLite ({RECORD_BYTES}-byte records; median of {} alternating runs of {} s per point)\n\n",
@@ -425,9 +455,14 @@ fn main() {
          | replay `iter_from(1)` (decode + CRC + chain) | {:.0} entries/s ({replay_s:.2} s) |\n\
          | `verify` | {:.0} MB/s ({verify_s:.2} s) |\n\
          | recover to mid timestamp, base at LSN 1 ({from_start} records) | {recover_start_s:.3} s |\n\
-         | recover to mid timestamp, find segment + replay from it ({from_seg} records) | {recover_seg_s:.3} s |\n",
+         | recover to mid timestamp, find segment + replay from it ({from_seg} records) | {recover_seg_s:.3} s |\n\
+         | archive `sync` of the closed segments to an encrypted local archive ({:.0} MB) | {sync_s:.2} s ({:.0} MB/s) |\n\
+         | archive `restore_into` empty dirs (total loss) | {restore_s:.2} s ({:.0} MB/s) |\n",
         replayed as f64 / replay_s,
         bytes as f64 / 1e6 / verify_s,
+        archived as f64 / 1e6,
+        archived as f64 / 1e6 / sync_s,
+        archived as f64 / 1e6 / restore_s,
     ));
     println!("{md}");
     let raw = json!({
@@ -444,6 +479,9 @@ fn main() {
         "recover_mid_from_lsn1_records": from_start,
         "recover_mid_from_segment_seconds": recover_seg_s,
         "recover_mid_from_segment_records": from_seg,
+        "archive_sync_bytes": archived,
+        "archive_sync_seconds": sync_s,
+        "archive_restore_seconds": restore_s,
     });
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).expect("out dir");

@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use lifeboat_store::{Store, StoreOptions};
 
 pub use crypto::ArchiveKey;
@@ -36,6 +37,8 @@ use local::{
 const INFO_KEY: &str = "archive.json";
 /// Older manifests kept after a new one is written (for readers that listed just before).
 const MANIFESTS_KEPT: u64 = 3;
+/// Segment uploads running concurrently in one sync (bounds memory to this many segments).
+const UPLOADS_IN_FLIGHT: usize = 4;
 /// Attempts to publish a manifest when other writers keep winning the race.
 const MANIFEST_ATTEMPTS: u32 = 10;
 
@@ -372,11 +375,12 @@ impl Archive {
         let mut upto = base
             .archived_upto_lsn()
             .max(base.retained_from_lsn.saturating_sub(1));
-        let mut chain = base
+        let chain = base
             .segments
             .values()
             .next_back()
             .map(|s| s.last_record_hash.clone());
+        let mut pending = Vec::new();
         for w in segs.windows(2) {
             let (first, path) = (w[0].0, w[0].1.clone());
             let last = w[1].0 - 1;
@@ -414,37 +418,57 @@ impl Archive {
                     next_local: first,
                 });
             }
-            let local = blocking(move || read_closed_segment(&path, first, last)).await?;
-            if let Some(expected) = &chain {
-                if *expected != local.prev_hash {
-                    return Err(ArchiveError::Conflict {
-                        object: segment::segment_name(first),
-                        reason: "the local segment does not continue the archived hash chain \
-                                 (its header's previous-record hash differs)"
-                            .into(),
-                    });
+            upto = last;
+            pending.push((first, last, path));
+        }
+        // Read and check in LSN order (never upload a segment that breaks the chain), upload
+        // up to UPLOADS_IN_FLIGHT at once; the manifest is published only after all of them.
+        let chain = std::sync::Mutex::new(chain);
+        let uploads = futures::stream::iter(pending)
+            .then(|(first, last, path)| {
+                let chain = &chain;
+                async move {
+                    let local = blocking(move || read_closed_segment(&path, first, last)).await?;
+                    let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+                    if chain.as_ref().is_some_and(|h| *h != local.prev_hash) {
+                        return Err(ArchiveError::Conflict {
+                            object: segment::segment_name(first),
+                            reason: "the local segment does not continue the archived hash \
+                                     chain (its header's previous-record hash differs)"
+                                .into(),
+                        });
+                    }
+                    *chain = Some(local.entry.last_record_hash.clone());
+                    Ok(local)
                 }
-            }
-            let object = format!(
-                "segments/{first:020}-{last:020}-{}.seg{}",
-                &local.entry.sha256[..16],
-                self.suffix()
-            );
-            let size = local.bytes.len() as u64;
-            if self
-                .put_object(&object, local.bytes, &local.entry.sha256)
-                .await?
-            {
-                report.bytes_uploaded += size;
+            })
+            .map_ok(|local| async move {
+                let (first, last) = (local.entry.first_lsn, local.entry.last_lsn);
+                let object = format!(
+                    "segments/{first:020}-{last:020}-{}.seg{}",
+                    &local.entry.sha256[..16],
+                    self.suffix()
+                );
+                let uploaded = self
+                    .put_object(&object, local.bytes, &local.entry.sha256)
+                    .await?;
+                Ok((
+                    SegmentEntry {
+                        object,
+                        ..local.entry
+                    },
+                    uploaded,
+                ))
+            })
+            .try_buffered(UPLOADS_IN_FLIGHT);
+        let done: Vec<(SegmentEntry, bool)> = uploads.try_collect().await?;
+        for (entry, uploaded) in done {
+            if uploaded {
+                report.bytes_uploaded += entry.size;
             } else {
                 report.objects_already_present += 1;
             }
-            chain = Some(local.entry.last_record_hash.clone());
-            upto = last;
-            new_segments.push(SegmentEntry {
-                object,
-                ..local.entry
-            });
+            new_segments.push(entry);
         }
 
         for (name, path) in list_backups(backup_dir)? {

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "LIFEBOAT_ARCHIVE_KILL_CHILD";
 /// Sync processes started (and SIGKILLed unless they finish first) per location.
-const ROUNDS: u64 = 18;
+const ROUNDS: u64 = 20;
 
 /// Archive locations to run each scenario against: a fresh local dir, plus a fresh S3 prefix
 /// when `LIFEBOAT_TEST_S3` is set (required with `LIFEBOAT_REQUIRE_S3=1`).
@@ -632,5 +632,71 @@ fn sync_killed_at_random_points_then_resynced_is_complete() {
             assert_eq!(restored[..], original[..r.archived_upto_lsn as usize]);
             assert!(verify(&w, 1).unwrap().is_valid);
         });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_futures_dropped_at_random_await_points_then_resynced_is_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (n, loc) in locations(tmp.path(), "drop").iter().enumerate() {
+        let wal = tmp.path().join(format!("wal{n}"));
+        let bak = tmp.path().join(format!("bak{n}"));
+        let key = Some(ArchiveKey::generate());
+        let j = Arc::new(Journal::open(&wal, opts(2048)).unwrap());
+        let a = Archive::open(loc, key.clone()).await.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11 + n as u64);
+        let (mut dropped, mut finished, mut leftovers) = (0, 0, 0);
+        let mut expected = Duration::ZERO;
+        for round in 0..12u64 {
+            append(&j, 150).await;
+            backup_file(&bak, round * 1000 + 1, &format!("d{round}"), 5_000);
+            // Cancel the sync at a random moment within about the time the last complete sync
+            // took: the future is dropped at whatever await point it reached (mid upload,
+            // between upload and manifest, ...).
+            // Every fourth sync runs to completion, to calibrate and to publish manifests.
+            let limit = if round % 4 == 0 {
+                Duration::from_secs(60)
+            } else {
+                expected.mul_f64(rng.gen_range(0.0..0.8))
+            };
+            let t = std::time::Instant::now();
+            match tokio::time::timeout(limit, a.sync(&wal, &bak)).await {
+                Ok(r) => {
+                    finished += 1;
+                    leftovers += r.unwrap().objects_already_present;
+                    expected = t.elapsed();
+                }
+                Err(_) => {
+                    dropped += 1;
+                    expected = expected.mul_f64(1.3);
+                }
+            }
+        }
+        let r = a.sync(&wal, &bak).await.unwrap();
+        leftovers += r.objects_already_present;
+        eprintln!(
+            "{loc}: {dropped} syncs cancelled, {finished} finished, {leftovers} objects of \
+             cancelled syncs found by later ones"
+        );
+        assert!(dropped >= 5, "{loc}: only {dropped} syncs were cancelled");
+        assert!(
+            finished >= 3,
+            "{loc}: the uncancelled syncs failed to finish"
+        );
+        assert!(
+            leftovers > 0,
+            "{loc}: no cancellation landed between upload and manifest"
+        );
+        assert_eq!(r.archived_upto_lsn, active_first(&wal) - 1);
+        let original = read_from(&wal, 1).unwrap();
+        let (w, b) = (
+            tmp.path().join(format!("dw{n}")),
+            tmp.path().join(format!("db{n}")),
+        );
+        let rr = a.restore_into(&w, &b).await.unwrap();
+        assert_eq!(rr.backups, 12);
+        let restored = read_from(&w, 1).unwrap();
+        assert_eq!(restored[..], original[..r.archived_upto_lsn as usize]);
+        assert!(verify(&w, 1).unwrap().is_valid);
     }
 }

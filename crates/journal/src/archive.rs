@@ -423,10 +423,14 @@ impl Archive {
         }
         // Read and check in LSN order (never upload a segment that breaks the chain), upload
         // up to UPLOADS_IN_FLIGHT at once; the manifest is published only after all of them.
-        let chain = std::sync::Mutex::new(chain);
+        // Owned (Arc, clones) rather than borrowed by the per-item futures: borrowed captures
+        // make the whole sync future fail the `Send + 'static` check of `tokio::spawn`
+        // (rustc's higher-ranked lifetime limitation), and the manager spawns it.
+        let chain = std::sync::Arc::new(std::sync::Mutex::new(chain));
+        let this = self.clone();
         let uploads = futures::stream::iter(pending)
-            .then(|(first, last, path)| {
-                let chain = &chain;
+            .then(move |(first, last, path)| {
+                let chain = chain.clone();
                 async move {
                     let local = blocking(move || read_closed_segment(&path, first, last)).await?;
                     let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
@@ -442,23 +446,26 @@ impl Archive {
                     Ok(local)
                 }
             })
-            .map_ok(|local| async move {
-                let (first, last) = (local.entry.first_lsn, local.entry.last_lsn);
-                let object = format!(
-                    "segments/{first:020}-{last:020}-{}.seg{}",
-                    &local.entry.sha256[..16],
-                    self.suffix()
-                );
-                let uploaded = self
-                    .put_object(&object, local.bytes, &local.entry.sha256)
-                    .await?;
-                Ok((
-                    SegmentEntry {
-                        object,
-                        ..local.entry
-                    },
-                    uploaded,
-                ))
+            .map_ok(move |local| {
+                let this = this.clone();
+                async move {
+                    let (first, last) = (local.entry.first_lsn, local.entry.last_lsn);
+                    let object = format!(
+                        "segments/{first:020}-{last:020}-{}.seg{}",
+                        &local.entry.sha256[..16],
+                        this.suffix()
+                    );
+                    let uploaded = this
+                        .put_object(&object, local.bytes, &local.entry.sha256)
+                        .await?;
+                    Ok((
+                        SegmentEntry {
+                            object,
+                            ..local.entry
+                        },
+                        uploaded,
+                    ))
+                }
             })
             .try_buffered(UPLOADS_IN_FLIGHT);
         let done: Vec<(SegmentEntry, bool)> = uploads.try_collect().await?;

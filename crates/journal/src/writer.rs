@@ -130,6 +130,31 @@ pub struct Journal {
     fsyncs: AtomicU64,
     fsync_attempts: AtomicU64,
     torn_tail: Option<TornTail>,
+    /// The next segment, zero-filled in the background (see [`segment::prepare_spare`]).
+    spare: Arc<Spare>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // A ready spare is 16 MiB of zeros nobody will use; a spare still being written is
+        // removed by its thread (it finds the journal gone) or by the next open.
+        if let Some(p) = self
+            .spare
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// A spare segment being prepared or ready.
+#[derive(Default)]
+struct Spare {
+    ready: Mutex<Option<PathBuf>>,
+    busy: std::sync::atomic::AtomicBool,
 }
 
 fn now_nanos() -> i64 {
@@ -154,7 +179,13 @@ impl Journal {
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             if entry.file_name().to_string_lossy().ends_with(".seg.tmp") {
-                fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                // A predecessor's spare thread may remove its own file concurrently.
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(entry.path(), e))
+                    }
+                    _ => {}
+                }
             }
         }
         let prealloc = if opts.preallocate {
@@ -314,7 +345,7 @@ impl Journal {
         durable: Lsn,
         torn_tail: Option<TornTail>,
     ) -> Self {
-        Journal {
+        let j = Journal {
             dir,
             _lock: lock,
             opts,
@@ -324,7 +355,10 @@ impl Journal {
             fsyncs: AtomicU64::new(0),
             fsync_attempts: AtomicU64::new(0),
             torn_tail,
-        }
+            spare: Arc::new(Spare::default()),
+        };
+        j.prepare_spare();
+        j
     }
 
     /// The journal directory.
@@ -438,7 +472,24 @@ impl Journal {
         } else {
             0
         };
-        let (file, path) = segment::create_segment(&self.dir, &header, prealloc)?;
+        let spare = self
+            .spare
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (file, path) = match spare {
+            Some(spare) => match segment::create_segment_from_spare(&self.dir, &header, &spare) {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::warn!("spare segment unusable, creating one: {e}");
+                    let _ = fs::remove_file(&spare);
+                    segment::create_segment(&self.dir, &header, prealloc)?
+                }
+            },
+            None => segment::create_segment(&self.dir, &header, prealloc)?,
+        };
+        self.prepare_spare();
         st.file = Arc::new(file);
         st.path = path;
         st.salt = header.salt;
@@ -447,6 +498,51 @@ impl Journal {
         st.segment_count += 1;
         st.closed = false;
         Ok(())
+    }
+
+    /// Starts zero-filling the next segment on a background thread, unless one is ready or
+    /// being made (or preallocation is off). Failure (e.g. a full disk) only means the next
+    /// rotation creates its segment itself.
+    fn prepare_spare(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.opts.preallocate || self.spare.busy.swap(true, SeqCst) {
+            return;
+        }
+        if self
+            .spare
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            self.spare.busy.store(false, SeqCst);
+            return;
+        }
+        let (dir, len, spare) = (
+            self.dir.clone(),
+            self.opts.segment_size,
+            Arc::downgrade(&self.spare),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("journal-spare".into())
+            .spawn(move || {
+                let made = segment::prepare_spare(&dir, len);
+                let Some(spare) = spare.upgrade() else {
+                    // The journal is gone; its successor removes leftovers at open.
+                    if let Ok(p) = made {
+                        let _ = fs::remove_file(p);
+                    }
+                    return;
+                };
+                match made {
+                    Ok(p) => *spare.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(p),
+                    Err(e) => tracing::debug!("no spare segment: {e}"),
+                }
+                spare.busy.store(false, SeqCst);
+            });
+        if spawned.is_err() {
+            self.spare.busy.store(false, SeqCst);
+        }
     }
 
     /// Deletes closed segments from the oldest on, while `deletable` agrees; stops at the

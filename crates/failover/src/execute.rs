@@ -33,6 +33,24 @@ impl From<Error> for Abandon {
 
 type Step_<T> = std::result::Result<T, Abandon>;
 
+/// The task renewing the new term until promote; aborted when the run ends *or is dropped*
+/// (a manager killed mid-failover must not keep the term alive from beyond the grave).
+struct KeepAlive(Option<tokio::task::JoinHandle<()>>);
+
+impl KeepAlive {
+    fn stop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub(crate) async fn run(
     inner: &Arc<Inner>,
     mut d: Decision,
@@ -48,11 +66,9 @@ pub(crate) async fn run(
             to: d.to.clone(),
         });
     }
-    let mut keepalive = None;
+    let mut keepalive = KeepAlive(None);
     let result = steps(inner, &mut d, resumed, &mut keepalive).await;
-    if let Some(k) = keepalive {
-        k.abort();
-    }
+    keepalive.stop();
     match result {
         Ok(token) => {
             let (to, from) = (d.to.clone(), d.from.clone());
@@ -182,7 +198,7 @@ async fn steps(
     inner: &Arc<Inner>,
     d: &mut Decision,
     resumed: bool,
-    keepalive: &mut Option<tokio::task::JoinHandle<()>>,
+    keepalive: &mut KeepAlive,
 ) -> Step_<FencingToken> {
     ensure_leading(inner)?;
     let lease = inner.config.primary_lease;
@@ -190,7 +206,7 @@ async fn steps(
     if resumed {
         record(inner, d, Step::Resumed, format!("token {token}"))?;
     }
-    *keepalive = Some(spawn_keepalive(inner, d.to.clone(), token, lease));
+    keepalive.0 = Some(spawn_keepalive(inner, d.to.clone(), token, lease));
     if d.has(&Step::Promoted) {
         return Ok(token);
     }

@@ -60,12 +60,19 @@ async fn tick(inner: &Arc<Inner>) {
             return;
         }
     }
-    check_all(inner).await;
-    let holder = match inner.election.backend().current(&inner.primary_ns).await {
-        Ok(h) => h,
-        Err(e) => {
+    let budget = inner.election.config().get_op_timeout();
+    let holder = match tokio::time::timeout(budget, inner.backend.current(&inner.primary_ns)).await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             // Never decide on a store we cannot read: a store outage is not a primary outage.
             tracing::warn!("cannot read the primary's lease: {e}");
+            check_all(inner).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("the coordination store did not answer within {budget:?}");
+            check_all(inner).await;
             return;
         }
     };
@@ -85,6 +92,7 @@ async fn tick(inner: &Arc<Inner>) {
             .expect("runtime mutex poisoned")
             .last_seen_held_unix_ms = Some(unix_ms(SystemTime::now()));
     }
+    check_all(inner).await;
     let snap = store.snapshot();
     let Some(primary) = snap.primary.clone() else {
         return;
@@ -106,10 +114,7 @@ async fn tick(inner: &Arc<Inner>) {
     if inner.config.use_lease_signal {
         if let Some(h) = holder.as_ref().filter(|h| h.node_id == primary) {
             inner.suppress(SuppressReason::SingleSignal {
-                alive: format!(
-                    "{primary} still holds its lease (token {}, expires in {:?})",
-                    h.token, h.expires_in
-                ),
+                alive: format!("{primary} still holds its lease (token {})", h.token),
             });
             return;
         }
@@ -344,8 +349,11 @@ async fn check_all(inner: &Inner) {
             if primary.as_ref() == Some(&id) {
                 if healthy {
                     rt.first_failure_at = None;
-                } else if failures == 1 {
-                    rt.first_failure_at = Some(Instant::now());
+                } else if rt.first_failure_at.is_none() {
+                    // Counted from the first failure of this run (`failures` checks ago).
+                    let back = cfg.health_check_interval * failures.saturating_sub(1);
+                    let now = Instant::now();
+                    rt.first_failure_at = Some(now.checked_sub(back).unwrap_or(now));
                 }
             }
             match transition {

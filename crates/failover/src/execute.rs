@@ -14,7 +14,7 @@ use crate::event::{FailoverEvent, Step};
 use crate::hook::{self, Hook, HookEnv};
 use crate::manager::{FailoverOutcome, Inner};
 use crate::node::NodeSpec;
-use crate::state::{unix_ms, Decision, StepRecord};
+use crate::state::{unix_ms, Decision, FinishedDecision, StepRecord};
 
 /// How a failover run ended early.
 enum Abandon {
@@ -73,7 +73,14 @@ pub(crate) async fn run(
         Ok(token) => {
             let (to, from) = (d.to.clone(), d.from.clone());
             let store = inner.store()?;
+            let finished = FinishedDecision {
+                decision: d.clone(),
+                succeeded: true,
+                failure: None,
+                finished_at_unix_ms: unix_ms(SystemTime::now()),
+            };
             store.update(|s| {
+                s.last_decision = Some(finished);
                 s.primary = Some(to.clone());
                 s.primary_token = Some(token);
                 s.in_progress = None;
@@ -121,8 +128,15 @@ pub(crate) async fn run(
         Err(Abandon::Failed(reason)) => {
             let reason = format!("failover {} to {}: {reason}", d.id, d.to);
             if let Ok(store) = inner.store() {
+                let finished = FinishedDecision {
+                    decision: d.clone(),
+                    succeeded: false,
+                    failure: Some(reason.clone()),
+                    finished_at_unix_ms: unix_ms(SystemTime::now()),
+                };
                 let _ = store.update(|s| {
                     s.in_progress = None;
+                    s.last_decision = Some(finished);
                     Ok(())
                 });
             }

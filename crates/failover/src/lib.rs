@@ -50,7 +50,7 @@ pub use manager::{FailoverManager, FailoverOutcome, EVENT_CHANNEL_CAPACITY, HIST
 pub use node::{FixedLag, LagReporter, NodeSpec};
 pub use quorum::{quorum, Observer};
 pub use state::{
-    unix_ms, Decision, DecisionStore, Hold, HoldOutcome, PersistedState, StepRecord,
-    STATE_FORMAT_VERSION,
+    unix_ms, Decision, DecisionStore, FinishedDecision, Hold, HoldOutcome, PersistedState,
+    StepRecord, STATE_FORMAT_VERSION,
 };
 pub use stats::FailoverStats;

@@ -224,6 +224,24 @@ impl FailoverManager {
             .clone()
     }
 
+    /// Each node's detector verdict (`true` = healthy) and its last check, by node id.
+    pub fn node_health(&self) -> Vec<(NodeId, bool, Option<Observation>)> {
+        let rt = self.inner.runtime.lock().expect("runtime mutex poisoned");
+        self.inner
+            .config
+            .nodes
+            .iter()
+            .map(|n| {
+                let healthy = rt.detectors.get(&n.id).is_some_and(|d| d.is_healthy());
+                (
+                    n.id.clone(),
+                    healthy,
+                    rt.last_observation.get(&n.id).cloned(),
+                )
+            })
+            .collect()
+    }
+
     /// The persisted decision state (hold, in-progress failover, budget), if readable.
     pub fn state(&self) -> Result<PersistedState> {
         Ok(self.inner.store()?.snapshot())

@@ -109,6 +109,22 @@ pub struct PersistedState {
     pub downgraded: bool,
     /// Demoted old primaries: never promoted again until an operator re-admits them.
     pub excluded: Vec<NodeId>,
+    /// The last finished decision with its timestamped steps, for audit and `status`.
+    #[serde(default)]
+    pub last_decision: Option<FinishedDecision>,
+}
+
+/// A decision that completed or failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedDecision {
+    /// The decision with all its steps.
+    pub decision: Decision,
+    /// True when the candidate was promoted.
+    pub succeeded: bool,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// When it finished (Unix ms).
+    pub finished_at_unix_ms: u64,
 }
 
 impl Default for PersistedState {
@@ -124,6 +140,7 @@ impl Default for PersistedState {
             auto_failovers_unix_ms: Vec::new(),
             downgraded: false,
             excluded: Vec::new(),
+            last_decision: None,
         }
     }
 }

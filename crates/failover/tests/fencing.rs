@@ -81,6 +81,21 @@ async fn immediate_runs_stonith_before_promote_with_a_larger_token() {
     let s = m.state().unwrap();
     assert_eq!(s.primary.unwrap().as_str(), "pg-b");
     assert!(s.in_progress.is_none());
+    // Each step is recorded with a timestamp, in order.
+    let last = s.last_decision.expect("finished decision recorded");
+    assert!(last.succeeded);
+    let steps: Vec<_> = last.decision.steps.iter().map(|r| r.step.clone()).collect();
+    assert_eq!(steps, [Step::TokenTaken, Step::Stonithed, Step::Promoted]);
+    assert!(last
+        .decision
+        .steps
+        .windows(2)
+        .all(|w| w[0].at_unix_ms <= w[1].at_unix_ms));
+    assert_eq!(last.decision.token, Some(token));
+    let health = m.node_health();
+    assert!(health
+        .iter()
+        .any(|(n, ok, obs)| n.as_str() == "pg-b" && *ok && obs.is_some()));
     println!(
         "detection {:?}, failover {:?}",
         stats.last_detection_duration.unwrap(),

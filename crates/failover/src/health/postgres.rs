@@ -36,13 +36,25 @@ impl HealthChecker for PostgresHealthChecker {
     }
 
     async fn check(&self) -> Result<(), BoxError> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.conn, tokio_postgres::NoTls).await?;
+        let (client, connection) = tokio_postgres::connect(&self.conn, tokio_postgres::NoTls)
+            .await
+            .map_err(explain)?;
         let conn_task = tokio::spawn(connection);
         let result = client.simple_query("SELECT 1").await;
         drop(client);
         conn_task.abort();
-        result?;
+        result.map_err(explain)?;
         Ok(())
+    }
+}
+
+/// `tokio_postgres::Error` displays only "db error"; the server's message is what helps.
+fn explain(e: tokio_postgres::Error) -> BoxError {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()).into(),
+        None => match std::error::Error::source(&e) {
+            Some(src) => format!("{e}: {src}").into(),
+            None => e.to_string().into(),
+        },
     }
 }

@@ -250,10 +250,15 @@ fn new_decision(
         .expect("runtime mutex poisoned")
         .last_seen_held_unix_ms;
     // Without confirmation, wait a whole lease + margin after the last moment the old
-    // primary was seen holding its lease (its last renew was no later), or after now if we
-    // never saw it.
+    // primary was seen holding its lease (normally its last renew was no later), or after
+    // now if we never saw it. And at least a margin after now: an automatic decision is
+    // taken only once the store shows the lease expired, so every renew of the old primary
+    // was at least a lease before now — this bound holds even if our polling missed its
+    // last renew.
     let wait = inner.config.primary_lease + inner.config.safety_margin;
     let base = seen.unwrap_or(now);
+    let not_before = (base + wait.as_millis() as u64)
+        .max(now + inner.config.safety_margin.as_millis() as u64);
     Decision {
         id: 0,
         from: snap.primary.clone(),
@@ -270,7 +275,7 @@ fn new_decision(
         },
         reason: reason.to_owned(),
         started_at_unix_ms: now,
-        promote_not_before_unix_ms: base + wait.as_millis() as u64,
+        promote_not_before_unix_ms: not_before,
         token: None,
         steps: Vec::new(),
     }

@@ -20,11 +20,6 @@ use crate::quorum::quorum;
 use crate::state::{unix_ms, Decision};
 
 pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::Receiver<Command>) {
-    if let Err(reason) = &inner.state {
-        inner.suppress(SuppressReason::StateUnavailable {
-            reason: reason.clone(),
-        });
-    }
     let period = inner.config.health_check_interval;
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +46,16 @@ async fn tick(inner: &Arc<Inner>) {
             _ => {}
         }
     }
-    let Ok(store) = inner.store() else { return };
+    let store = match &inner.state {
+        Ok(store) => store,
+        Err(reason) => {
+            // Acting without knowing about a hold or an unfinished failover is unsafe.
+            inner.suppress(SuppressReason::StateUnavailable {
+                reason: reason.clone(),
+            });
+            return;
+        }
+    };
     // A failover a previous instance (or term) left unfinished is resumed before anything
     // else, with its token.
     if leading {
@@ -257,8 +261,8 @@ fn new_decision(
     // last renew.
     let wait = inner.config.primary_lease + inner.config.safety_margin;
     let base = seen.unwrap_or(now);
-    let not_before = (base + wait.as_millis() as u64)
-        .max(now + inner.config.safety_margin.as_millis() as u64);
+    let not_before =
+        (base + wait.as_millis() as u64).max(now + inner.config.safety_margin.as_millis() as u64);
     Decision {
         id: 0,
         from: snap.primary.clone(),

@@ -544,3 +544,34 @@ async fn only_the_elected_manager_acts() {
         .unwrap_err();
     assert!(matches!(e, lifeboat_failover::Error::NotLeader), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_makes_the_manager_refuse_to_act() {
+    let c = Cluster::new();
+    write(&c.state(), "{ this is not json");
+    let cfg = c
+        .config(FailoverPolicy::Immediate)
+        .initial_primary("pg-a")
+        .node(NodeSpec::new("pg-a").health(Flag::new(false)))
+        .node(NodeSpec::new("pg-b").health(Flag::new(true)));
+    let election = c.election("m1", Duration::from_secs(2)).await;
+    let m =
+        lifeboat_failover::FailoverManager::new(cfg.build_without_env().unwrap(), election).await;
+    let mut rx = m.subscribe();
+    let ev = wait_for(&m, &mut rx, "state unavailable", |e| {
+        matches!(e, FailoverEvent::FailoverSuppressed { .. })
+    })
+    .await;
+    let FailoverEvent::FailoverSuppressed {
+        reason: SuppressReason::StateUnavailable { reason },
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert!(reason.contains("not valid JSON"), "{reason}");
+    assert!(m.hold("ops", "x").is_err());
+    m.wait_until_acting(WAIT).await.unwrap();
+    let e = m.trigger("pg-b", "x").await.unwrap_err();
+    assert!(e.to_string().contains("failover state file"), "{e}");
+    assert_eq!(started(&m), 0);
+}

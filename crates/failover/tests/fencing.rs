@@ -441,3 +441,112 @@ async fn a_manager_dropped_after_taking_the_token_is_resumed_with_the_same_token
     assert_eq!(holder.token, token);
     assert_eq!(token, FencingToken(agent.token.get() + 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_promotes_after_the_grace_period_when_the_candidate_does_not_catch_up() {
+    let c = Cluster::new();
+    let (a, b) = (Flag::new(true), Flag::new(true));
+    let agent = Agent::start(&c.store, "pg-a", LEASE).await;
+    let grace = Duration::from_millis(400);
+    let cfg = c
+        .config(FailoverPolicy::Graceful {
+            grace_period: grace,
+        })
+        .node(
+            NodeSpec::new("pg-a")
+                .health(a.clone())
+                .demote_hook(c.log_hook("demote")),
+        )
+        .node(
+            NodeSpec::new("pg-b")
+                .health(b.clone())
+                .lag_reporter(lifeboat_failover::FixedLag::new(512))
+                .promote_hook(c.log_hook("promote")),
+        );
+    let (m, mut rx) = c.manager(cfg, "m1").await;
+    agent.kill();
+    a.set(false);
+    wait_for(&m, &mut rx, "completed", |e| {
+        matches!(e, FailoverEvent::FailoverCompleted { .. })
+    })
+    .await;
+    let last = m.state().unwrap().last_decision.unwrap().decision;
+    let steps: Vec<Step> = last.steps.iter().map(|r| r.step.clone()).collect();
+    assert_eq!(
+        steps,
+        [
+            Step::TokenTaken,
+            Step::Demoted,
+            Step::CatchUpTimedOut,
+            Step::Promoted
+        ]
+    );
+    let timed_out = &last.steps[2];
+    assert!(timed_out.detail.contains("512"), "{}", timed_out.detail);
+    assert!(timed_out.at_unix_ms >= last.started_at_unix_ms + grace.as_millis() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_from_a_live_primary_asks_it_to_resign_first() {
+    let c = Cluster::new();
+    let (a, b) = (Flag::new(true), Flag::new(true));
+    let resign = c.dir.path().join("resign-pg-a");
+    let agent = Agent::start_with_demote_file(&c.store, "pg-a", LEASE, Some(resign.clone())).await;
+    let demote = Hook::new(
+        format!(
+            "echo \"demote $LIFEBOAT_NODE_ID $LIFEBOAT_FENCING_TOKEN $(date +%s%N)\" >> '{}' && touch '{}'",
+            c.log().display(),
+            resign.display()
+        ),
+        Duration::from_secs(10),
+    );
+    let cfg = c
+        .config(FailoverPolicy::Manual)
+        .primary_lease(Duration::from_secs(5))
+        .node(NodeSpec::new("pg-a").health(a.clone()).demote_hook(demote))
+        .node(
+            NodeSpec::new("pg-b")
+                .health(b.clone())
+                .promote_hook(c.log_hook("promote")),
+        );
+    let (m, _rx) = c.manager(cfg, "m1").await;
+    // Wait until the manager has seen pg-a as the primary and pg-b as healthy.
+    while !(m.state().unwrap().primary.is_some()
+        && m.node_health()
+            .iter()
+            .any(|(n, ok, _)| n.as_str() == "pg-b" && *ok))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = std::time::Instant::now();
+    let out = m
+        .trigger("pg-b", "planned maintenance of pg-a")
+        .await
+        .unwrap();
+    // The live primary resigned on request: no lease wait (5 s) was needed.
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(out.token > agent.token);
+    let lines = c.log_lines();
+    assert_eq!(lines[0][0], "demote");
+    // The demote hook of a live holder is told the holder's own token.
+    assert_eq!(token_of(&lines[0]), agent.token.get());
+    assert_eq!(
+        (lines[1][0].as_str(), token_of(&lines[1])),
+        ("promote", out.token.get())
+    );
+    let steps: Vec<Step> = m
+        .state()
+        .unwrap()
+        .last_decision
+        .unwrap()
+        .decision
+        .steps
+        .iter()
+        .map(|r| r.step.clone())
+        .collect();
+    assert_eq!(steps, [Step::Demoted, Step::TokenTaken, Step::Promoted]);
+}

@@ -120,6 +120,17 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(store: &MemoryStore, node: &str, lease: Duration) -> Agent {
+        Self::start_with_demote_file(store, node, lease, None).await
+    }
+
+    /// Like `start`, but the agent resigns its lease (and stops) once `demote_file` exists:
+    /// a demote hook that creates the file is a real request to step down.
+    pub async fn start_with_demote_file(
+        store: &MemoryStore,
+        node: &str,
+        lease: Duration,
+        demote_file: Option<PathBuf>,
+    ) -> Agent {
         let node = NodeId::from(node);
         let grant = store
             .try_acquire(PRIMARY_NS, &node, lease)
@@ -130,7 +141,11 @@ impl Agent {
         let (store2, last2, token) = (store.clone(), last.clone(), grant.token);
         let task = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(lease / 4).await;
+                tokio::time::sleep(lease / 10).await;
+                if demote_file.as_ref().is_some_and(|f| f.exists()) {
+                    let _ = store2.resign(PRIMARY_NS, &node, token).await;
+                    return;
+                }
                 let sent = now_ns() as u64;
                 if store2.renew(PRIMARY_NS, &node, token, lease).await.is_ok() {
                     last2.store(sent, Ordering::SeqCst);

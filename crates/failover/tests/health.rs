@@ -77,7 +77,10 @@ async fn http_2xx_is_healthy_other_statuses_and_silence_are_not() {
         "http://{}/health",
         closed_port().await
     )));
-    assert!(!check_bounded(&refused, TIMEOUT).await.healthy);
+    let o = check_bounded(&refused, TIMEOUT).await;
+    assert!(!o.healthy);
+    let detail = o.detail.unwrap();
+    assert!(detail.to_lowercase().contains("refused"), "{detail}");
 
     let hang = arc(HttpHealthChecker::new(http_server(None).await));
     let o = check_bounded(&hang, TIMEOUT).await;

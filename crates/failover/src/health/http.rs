@@ -11,18 +11,20 @@ use crate::error::BoxError;
 #[derive(Clone, Debug)]
 pub struct HttpHealthChecker {
     url: String,
-    client: reqwest::Client,
+    /// `Err` when the TLS backend could not be set up; every check then reports it.
+    client: Result<reqwest::Client, String>,
 }
 
 impl HttpHealthChecker {
     /// A checker for `url` (e.g. `http://10.0.0.5:8008/health`). The client's own timeout
     /// is generous; the manager bounds each check by `health_check_timeout`.
     pub fn new(url: impl Into<String>) -> Self {
+        // Redirects are not followed: a health endpoint that redirects is misconfigured.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .map_err(|e| format!("cannot build an HTTP client: {e}"));
         Self {
             url: url.into(),
             client,
@@ -37,7 +39,8 @@ impl HealthChecker for HttpHealthChecker {
     }
 
     async fn check(&self) -> Result<(), BoxError> {
-        let resp = self.client.get(&self.url).send().await?;
+        let client = self.client.as_ref().map_err(|e| e.clone())?;
+        let resp = client.get(&self.url).send().await?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

@@ -53,7 +53,10 @@ pub async fn check_bounded(checker: &Arc<dyn HealthChecker>, timeout: Duration) 
     let took = start.elapsed();
     let (healthy, detail) = match outcome {
         Ok(Ok(())) => (true, None),
-        Ok(Err(e)) => (false, Some(format!("{}: {e}", checker.describe()))),
+        Ok(Err(e)) => (
+            false,
+            Some(format!("{}: {}", checker.describe(), error_chain(&*e))),
+        ),
         Err(_) => (
             false,
             Some(format!(
@@ -68,4 +71,20 @@ pub async fn check_bounded(checker: &Arc<dyn HealthChecker>, timeout: Duration) 
         healthy,
         detail,
     }
+}
+
+/// `e: cause: cause…` — client libraries put the useful part (connection refused, DNS) in
+/// the source chain.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        next = s.source();
+    }
+    out
 }

@@ -550,3 +550,101 @@ async fn switchover_from_a_live_primary_asks_it_to_resign_first() {
         .collect();
     assert_eq!(steps, [Step::Demoted, Step::TokenTaken, Step::Promoted]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_demote_and_stonith_hooks_fall_back_to_the_lease_wait() {
+    let c = Cluster::new();
+    let (a, b) = (Flag::new(true), Flag::new(true));
+    let agent = Agent::start(&c.store, "pg-a", LEASE).await;
+    let failing = |what: &str| {
+        Hook::new(
+            format!(
+                "echo \"{what} $LIFEBOAT_NODE_ID $LIFEBOAT_FENCING_TOKEN $(date +%s%N)\" >> '{}'; echo 'no route to host' >&2; exit 7",
+                c.log().display()
+            ),
+            Duration::from_secs(10),
+        )
+    };
+    let cfg = c
+        .config(FailoverPolicy::Immediate)
+        .node(
+            NodeSpec::new("pg-a")
+                .health(a.clone())
+                .demote_hook(failing("demote"))
+                .stonith_hook(failing("stonith")),
+        )
+        .node(
+            NodeSpec::new("pg-b")
+                .health(b.clone())
+                .promote_hook(c.log_hook("promote")),
+        );
+    let (m, mut rx) = c.manager(cfg, "m1").await;
+    agent.kill();
+    a.set(false);
+    wait_for(&m, &mut rx, "completed", |e| {
+        matches!(e, FailoverEvent::FailoverCompleted { .. })
+    })
+    .await;
+    let last = m.state().unwrap().last_decision.unwrap().decision;
+    let steps: Vec<Step> = last.steps.iter().map(|r| r.step.clone()).collect();
+    assert_eq!(
+        steps,
+        [
+            Step::TokenTaken,
+            Step::DemoteFailed,
+            Step::StonithFailed,
+            Step::WaitedOutLease,
+            Step::Promoted
+        ]
+    );
+    // The hook's exit status and stderr are in the record.
+    assert!(
+        last.steps[1].detail.contains("no route to host"),
+        "{}",
+        last.steps[1].detail
+    );
+    let words: Vec<String> = c.log_lines().iter().map(|l| l[0].clone()).collect();
+    assert_eq!(words, ["demote", "stonith", "promote"]);
+    let promote_at: u128 = c.log_lines()[2][3].parse().unwrap();
+    let last_renew = agent.last_renew_ns.load(Ordering::SeqCst) as u128;
+    assert!(promote_at >= last_renew + (LEASE + MARGIN).as_nanos());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_promote_hook_fails_the_failover() {
+    let c = Cluster::new();
+    let (a, b) = (Flag::new(true), Flag::new(true));
+    let cfg = c
+        .config(FailoverPolicy::Immediate)
+        .initial_primary("pg-a")
+        .node(
+            NodeSpec::new("pg-a")
+                .health(a.clone())
+                .stonith_hook(c.log_hook("stonith")),
+        )
+        .node(
+            NodeSpec::new("pg-b")
+                .health(b.clone())
+                .promote_hook(Hook::new("exit 1", Duration::from_secs(5))),
+        );
+    let (m, mut rx) = c.manager(cfg, "m1").await;
+    a.set(false);
+    let ev = wait_for(&m, &mut rx, "failed", |e| {
+        matches!(e, FailoverEvent::FailoverFailed { .. })
+    })
+    .await;
+    let FailoverEvent::FailoverFailed { reason } = ev else {
+        unreachable!()
+    };
+    assert!(reason.contains("promote hook for pg-b failed"), "{reason}");
+    let stats = m.stats();
+    assert_eq!((stats.total, stats.failed, stats.successful), (1, 1, 0));
+    let s = m.state().unwrap();
+    assert!(s.in_progress.is_none());
+    assert!(!s.last_decision.unwrap().succeeded);
+    assert_eq!(
+        s.primary.unwrap().as_str(),
+        "pg-a",
+        "the primary did not change"
+    );
+}

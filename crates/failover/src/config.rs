@@ -198,6 +198,13 @@ impl FailoverConfig {
         if self.failover_window.is_zero() {
             return bad("failover_window must be > 0".into());
         }
+        // Both become keys (and, for the embedded backend, file names) in the store.
+        if let Some(ns) = &self.primary_namespace {
+            store_name("primary_namespace", ns, lifeboat_coord::NAMESPACE_MAX_LEN)?;
+        }
+        for n in &self.nodes {
+            store_name("node id", n.id.as_str(), lifeboat_coord::NODE_ID_MAX_LEN)?;
+        }
         let mut ids: Vec<_> = self.nodes.iter().map(|n| &n.id).collect();
         ids.sort();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -211,6 +218,22 @@ impl FailoverConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The coordination store's naming rule (as `lifeboat-coord` validates its own names).
+fn store_name(what: &str, v: &str, max: usize) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && !v.starts_with('.')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} {v:?} must be 1-{max} ASCII letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
     }
 }
 
@@ -347,6 +370,28 @@ mod tests {
         );
         assert!(FailoverPolicy::parse("graceful:-1").is_err());
         assert!(FailoverPolicy::parse("yolo").is_err());
+    }
+
+    #[test]
+    fn names_and_duplicates_are_checked() {
+        use crate::node::NodeSpec;
+        let e = FailoverConfig::builder()
+            .primary_namespace("a/b")
+            .build_without_env()
+            .unwrap_err();
+        assert!(e.to_string().contains("primary_namespace"), "{e}");
+        let e = FailoverConfig::builder()
+            .node(NodeSpec::new("pg-a"))
+            .node(NodeSpec::new("pg-a"))
+            .build_without_env()
+            .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = FailoverConfig::builder()
+            .node(NodeSpec::new("pg-a"))
+            .initial_primary("pg-z")
+            .build_without_env()
+            .unwrap_err();
+        assert!(e.to_string().contains("pg-z"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ enum Abandon {
     Paused,
     /// The failover cannot complete; it is recorded as failed.
     Failed(String),
+    /// A transient store error: keep the decision (and its token) and retry next tick.
+    Retry(String),
 }
 
 impl From<Error> for Abandon {
@@ -117,6 +119,13 @@ pub(crate) async fn run(
                 new_leader: to,
                 token,
             })
+        }
+        Err(Abandon::Retry(why)) => {
+            tracing::warn!(
+                id = d.id,
+                "failover paused, retried on the next tick: {why}"
+            );
+            Err(Error::Failed(format!("paused, will be retried: {why}")))
         }
         Err(Abandon::Paused) => {
             tracing::warn!(
@@ -302,9 +311,19 @@ async fn take_token(inner: &Inner, d: &mut Decision) -> Step_<FencingToken> {
     let lease = inner.config.primary_lease;
     if let Some(t) = d.token {
         // Resuming: the same token, never a new one. It must still be current.
-        return match inner.backend.renew(&ns, &d.to, t, lease).await {
-            Ok(_) => Ok(t),
-            Err(e) => {
+        let budget = inner.election.config().get_op_timeout();
+        let renew = tokio::time::timeout(budget, inner.backend.renew(&ns, &d.to, t, lease));
+        return match renew.await {
+            Ok(Ok(_)) => Ok(t),
+            // The store cannot be asked right now: keep the decision and its token, retry
+            // on the next tick.
+            Err(_) => Err(Abandon::Retry(format!(
+                "renewing term {t}: no answer within {budget:?}"
+            ))),
+            Ok(Err(e)) if e.is_retryable() => {
+                Err(Abandon::Retry(format!("renewing term {t}: {e}")))
+            }
+            Ok(Err(e)) => {
                 let holder = inner.backend.current(&ns).await.ok().flatten();
                 Err(Abandon::Failed(format!(
                     "its term {t} cannot be renewed any more ({e}; the store now shows {holder:?}): \

@@ -575,3 +575,52 @@ async fn an_unreadable_state_file_makes_the_manager_refuse_to_act() {
     assert!(e.to_string().contains("failover state file"), "{e}");
     assert_eq!(started(&m), 0);
 }
+
+/// The default timing (1 s checks, suspect after 3, 10 s startup grace) in tokio's paused
+/// virtual time: deterministic, and instant in real time. No hooks (processes and paused
+/// time do not mix: the runtime would jump past their timeouts) and no state file.
+#[tokio::test(start_paused = true)]
+async fn default_timing_in_virtual_time() {
+    let c = Cluster::new();
+    let a = Flag::new(false);
+    let cfg = lifeboat_failover::FailoverConfig::builder()
+        .policy(FailoverPolicy::Immediate)
+        .primary_namespace(PRIMARY_NS)
+        .initial_primary("pg-a")
+        .node(NodeSpec::new("pg-a").health(a.clone()))
+        .node(NodeSpec::new("pg-b").health(Flag::new(true)))
+        .build_without_env()
+        .unwrap();
+    let election = c.election("m1", Duration::from_secs(10)).await;
+    let t0 = tokio::time::Instant::now();
+    let m = lifeboat_failover::FailoverManager::new(cfg, election).await;
+    let mut rx = m.subscribe();
+    let ev = wait_for(&m, &mut rx, "unhealthy", |e| {
+        matches!(e, FailoverEvent::NodeUnhealthy { .. })
+    })
+    .await;
+    assert!(
+        matches!(ev, FailoverEvent::NodeUnhealthy { node_id, .. } if node_id.as_str() == "pg-a")
+    );
+    // Three failed checks, one second apart, starting one interval after start.
+    assert_eq!(t0.elapsed().as_secs(), 3);
+    assert_eq!(a.calls.load(Ordering::SeqCst), 3);
+    let ev = wait_for(&m, &mut rx, "grace", |e| {
+        matches!(e, FailoverEvent::FailoverSuppressed { .. })
+    })
+    .await;
+    assert!(matches!(
+        ev,
+        FailoverEvent::FailoverSuppressed { reason: SuppressReason::StartupGrace { remaining } }
+            if remaining > Duration::from_secs(6)
+    ));
+    wait_for(&m, &mut rx, "started", |e| {
+        matches!(e, FailoverEvent::FailoverStarted { .. })
+    })
+    .await;
+    let at = t0.elapsed();
+    assert!(
+        at >= Duration::from_secs(10) && at <= Duration::from_secs(12),
+        "started at {at:?}"
+    );
+}

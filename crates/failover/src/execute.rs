@@ -452,22 +452,28 @@ fn spawn_keepalive(
 /// after it was last seen holding its lease, so its own local deadline has certainly passed.
 async fn wait_out_lease(inner: &Inner, d: &mut Decision) -> Step_<()> {
     let started = Instant::now();
+    // The bound is persisted as wall-clock time (it must survive a restart); while we wait
+    // in-process, the monotonic clock must agree too, so a forward step of the wall clock
+    // cannot shorten the wait (a backward step only lengthens it).
+    let left_at_start = Duration::from_millis(
+        d.promote_not_before_unix_ms
+            .saturating_sub(unix_ms(SystemTime::now())),
+    );
+    let mono_deadline = started + left_at_start;
+    let poll = inner
+        .config
+        .health_check_interval
+        .max(Duration::from_millis(10));
     loop {
         ensure_leading(inner)?;
         let now = unix_ms(SystemTime::now());
-        if now >= d.promote_not_before_unix_ms {
+        let wall_left = Duration::from_millis(d.promote_not_before_unix_ms.saturating_sub(now));
+        let mono_left = mono_deadline.saturating_duration_since(Instant::now());
+        let left = wall_left.max(mono_left);
+        if left.is_zero() {
             break;
         }
-        let left = Duration::from_millis(d.promote_not_before_unix_ms - now);
-        tokio::time::sleep(
-            left.min(
-                inner
-                    .config
-                    .health_check_interval
-                    .max(Duration::from_millis(10)),
-            ),
-        )
-        .await;
+        tokio::time::sleep(left.min(poll)).await;
     }
     record(
         inner,

@@ -1,0 +1,135 @@
+//! The crate's public error type, grouped by what the caller does next.
+
+use std::time::Duration;
+
+use crate::token::{FencingToken, NodeId};
+
+/// A boxed source error from a backend client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in leader election and fencing.
+///
+/// Callers decide with [`Error::is_retryable`]: a retryable error means "the store could not be
+/// asked right now" (try again, and stop acting as leader if it lasts past the deadline); a
+/// permanent one means "the answer is no" or "the setup is wrong".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; the message says which setting and how to fix it.
+    #[error("invalid leader-election config: {0}")]
+    Config(String),
+
+    /// An environment variable override could not be parsed.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    EnvVar {
+        /// The variable's name.
+        var: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+
+    /// The coordination store could not be reached or failed the call (retryable).
+    #[error("{backend} coordination store unreachable during {op}: {source}")]
+    Unavailable {
+        /// Backend name (`memory`, `embedded`, `postgres`, `etcd`).
+        backend: &'static str,
+        /// The operation that failed.
+        op: &'static str,
+        /// The client library's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A store call did not answer in time (retryable). Its outcome is unknown.
+    #[error("{backend} coordination store did not answer {op} within {after:?}")]
+    Timeout {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation that timed out.
+        op: &'static str,
+        /// The time budget that was exceeded.
+        after: Duration,
+    },
+
+    /// This node does not hold the lease for this token (any more): stop acting as leader.
+    #[error(
+        "node {node} is not the leader with token {token} (lease lost, expired or taken over)"
+    )]
+    NotLeader {
+        /// The node that asked.
+        node: NodeId,
+        /// The token it presented.
+        token: FencingToken,
+    },
+
+    /// A resource rejected a write carrying a stale fencing token.
+    #[error("fenced: token {presented} is older than token {seen} already seen by the resource")]
+    Fenced {
+        /// The highest token the resource has accepted.
+        seen: FencingToken,
+        /// The token that came with the rejected write.
+        presented: FencingToken,
+    },
+
+    /// The store holds data this version cannot use (schema version, corrupt counter file).
+    #[error("{backend} coordination store is inconsistent: {message}")]
+    Corrupt {
+        /// Backend name.
+        backend: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// A local file operation of the embedded backend failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file involved.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The election was stopped or dropped while a call waited on it.
+    #[error("leader election was stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// True when trying again later may succeed (store unreachable or slow).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
+    }
+
+    /// True when the answer is a definite "you are not (or no longer) the leader".
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, Self::NotLeader { .. } | Self::Fenced { .. })
+    }
+
+    pub(crate) fn unavailable(
+        backend: &'static str,
+        op: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            op,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

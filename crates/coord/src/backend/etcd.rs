@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 
 use crate::backend::{Backend, Grant, LeaderInfo};
 use crate::error::{Error, Result};
@@ -42,6 +44,15 @@ pub fn leader_key(namespace: &str) -> String {
     format!("/lifeboat/{namespace}/leader")
 }
 
+/// etcd answers a keep-alive for an expired or revoked lease with "lease not found".
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().contains("lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
+}
+
 fn etcd_err(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
     move |e| Error::unavailable(BACKEND, op, e)
 }
@@ -56,14 +67,15 @@ impl EtcdBackend {
             .with_keep_alive(Duration::from_secs(2), op_timeout)
             .with_keep_alive_while_idle(true)
             .with_tcp_keepalive(Duration::from_secs(5));
-        let client = tokio::time::timeout(op_timeout * 3, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| Error::Timeout {
-                backend: BACKEND,
-                op: "connect",
-                after: op_timeout * 3,
-            })?
-            .map_err(etcd_err("connect"))?;
+        let client =
+            tokio::time::timeout(op_timeout * 3, Client::connect(endpoints, Some(options)))
+                .await
+                .map_err(|_| Error::Timeout {
+                    backend: BACKEND,
+                    op: "connect",
+                    after: op_timeout * 3,
+                })?
+                .map_err(etcd_err("connect"))?;
         Ok(Self {
             client,
             leases: Mutex::new(HashMap::new()),
@@ -158,15 +170,24 @@ impl Backend for EtcdBackend {
             return Err(not_leader());
         };
         let mut client = self.client.clone();
+        // An expired lease is reported as an error ("lease not found"), not as TTL 0.
+        let expired_or_unavailable = |e: etcd_client::Error| {
+            if is_lease_not_found(&e) {
+                self.forget(namespace, token);
+                not_leader()
+            } else {
+                etcd_err("keep-alive")(e)
+            }
+        };
         let (mut keeper, mut stream) = client
             .lease_keep_alive(lease_id)
             .await
-            .map_err(etcd_err("keep-alive"))?;
-        keeper.keep_alive().await.map_err(etcd_err("keep-alive"))?;
+            .map_err(expired_or_unavailable)?;
+        keeper.keep_alive().await.map_err(expired_or_unavailable)?;
         let resp = stream
             .message()
             .await
-            .map_err(etcd_err("keep-alive"))?
+            .map_err(expired_or_unavailable)?
             .ok_or_else(|| Error::unavailable(BACKEND, "keep-alive", "stream closed"))?;
         if resp.ttl() <= 0 {
             self.forget(namespace, token);
@@ -236,7 +257,10 @@ impl Backend for EtcdBackend {
     async fn wait_for_change(&self, namespace: &str, timeout: Duration) -> Result<()> {
         let mut client = self.client.clone();
         let key = leader_key(namespace);
-        let got = client.get(key.clone(), None).await.map_err(etcd_err("get"))?;
+        let got = client
+            .get(key.clone(), None)
+            .await
+            .map_err(etcd_err("get"))?;
         let revision = got.header().map(|h| h.revision()).unwrap_or(0);
         // Watch from just after the state we saw: no change can slip in between.
         let options = WatchOptions::new().with_start_revision(revision + 1);

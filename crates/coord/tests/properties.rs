@@ -84,7 +84,7 @@ impl LocalClock {
     fn local(&self, true_ms: f64) -> f64 {
         self.offset + self.rate * true_ms
     }
-    fn to_true(&self, local_ms: f64) -> f64 {
+    fn true_time_of(&self, local_ms: f64) -> f64 {
         (local_ms - self.offset) / self.rate
     }
 }
@@ -180,7 +180,7 @@ impl Sim {
                         Window {
                             node,
                             start: self.now(),
-                            end: lc.to_true(deadline),
+                            end: lc.true_time_of(deadline),
                         },
                     );
                 }
@@ -193,7 +193,7 @@ impl Sim {
                         let t = self.terms[node].as_mut().expect("held");
                         t.local_deadline = t.local_deadline.max(deadline);
                         let w = self.windows.get_mut(&term.token).expect("window");
-                        w.end = w.end.max(lc.to_true(t.local_deadline));
+                        w.end = w.end.max(lc.true_time_of(t.local_deadline));
                     }
                     Err(e) => {
                         assert!(e.is_not_leader(), "{e}");

@@ -383,6 +383,11 @@ impl PostgresFence {
         }
     }
 
+    /// The fence's name (its row in `lifeboat_coord_fence`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Creates the schema (shared with [`PostgresBackend`]) through `client`.
     pub async fn create_schema(client: &Client) -> Result<()> {
         ensure_schema(client).await

@@ -357,11 +357,13 @@ async fn try_acquire(inner: &Inner) -> Result<Option<Leadership>> {
         inner.timing,
         inner.events.clone(),
     );
+    // Publish the handle before the event, so a subscriber reacting to `Acquired` finds it
+    // in `leadership()`.
+    inner.current.send_replace(Some(leadership.clone()));
     let _ = inner.events.send(LeaderEvent::Acquired {
         node_id: cfg.node_id.clone(),
         fencing_token: grant.token,
     });
-    inner.current.send_replace(Some(leadership.clone()));
     Ok(Some(leadership))
 }
 

@@ -652,3 +652,83 @@ async fn etcd_backend_conforms() {
     })
     .await;
 }
+
+/// A store that cannot be reached is a retryable error, never a "not leader" answer.
+#[tokio::test]
+async fn unreachable_stores_are_retryable_errors() {
+    let timing = |c: LeaderConfig| {
+        c.namespace("unreachable")
+            .node_id("n1")
+            .lease_duration(Duration::from_secs(2))
+            .renew_interval(Duration::from_millis(400))
+            .renew_deadline(Duration::from_millis(1200))
+            .safety_margin(Duration::from_millis(500))
+            .op_timeout(Duration::from_millis(300))
+    };
+    for config in [
+        timing(LeaderConfig::postgres(
+            "postgres://postgres@127.0.0.1:1/lifeboat",
+        )),
+        timing(LeaderConfig::etcd(["http://127.0.0.1:1"])),
+    ] {
+        let what = format!("{:?}", config);
+        let err = match LeaderElection::new_without_env(config).await {
+            Err(e) => e,
+            // etcd connects lazily: the first call fails instead.
+            Ok(e) => e
+                .try_acquire()
+                .await
+                .expect_err("acquired from a dead store"),
+        };
+        assert!(err.is_retryable(), "{what}: {err}");
+        assert!(!err.is_not_leader(), "{what}: {err}");
+    }
+}
+
+/// The PostgreSQL backend re-establishes its connection after the server drops it, and the
+/// term survives (renewals resume before the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_term_survives_a_dropped_connection() {
+    let Some(url) = env_service("LIFEBOAT_TEST_PG", "LIFEBOAT_REQUIRE_PG") else {
+        return;
+    };
+    let app = unique_ns("app").replace('-', "_");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let h = Harness {
+        kind: Kind::Postgres {
+            url: format!("{url}{sep}application_name={app}"),
+        },
+        lease: Duration::from_millis(500),
+    };
+    let ns = unique_ns("reconnect");
+    let e = h.election(&ns, "n1", &None).await;
+    let l = e.acquire_leadership().await.expect("lead");
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1, "no connection named {app} to terminate");
+    // Only events from after the kill count.
+    let mut events = e.subscribe().await;
+    // Wait for two renewals after the kill: the first may fail, the next reconnects.
+    let mut renewed = 0;
+    while renewed < 2 {
+        match tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            Ok(Ok(LeaderEvent::Renewed { .. })) => renewed += 1,
+            Ok(Ok(LeaderEvent::Acquired { .. })) => {}
+            Ok(Ok(other)) => panic!("unexpected {other:?}"),
+            other => panic!("no renewal after the connection was dropped: {other:?}"),
+        }
+    }
+    assert!(l.is_valid());
+    l.resign().await.expect("resign");
+}

@@ -206,7 +206,9 @@ impl LeaderElection {
 
     /// Renews the current term now.
     pub async fn renew(&self) -> Result<()> {
-        match self.inner.current.borrow().clone() {
+        // Clone out of the watch first: its read guard must not be held across an await.
+        let current = self.inner.current.borrow().clone();
+        match current {
             Some(l) => l.renew().await,
             None => Err(Error::NotLeader {
                 node: self.inner.config.node_id.clone(),

@@ -454,6 +454,17 @@ async fn leadership_loses_on_time(h: &Harness) {
     assert!(
         matches!(events.recv().await, Ok(LeaderEvent::Renewed { fencing_token }) if fencing_token == l.fencing_token())
     );
+    // guard() runs a side effect only with enough lease left, and hands it the token.
+    let token = l
+        .guard(Duration::ZERO, |t| async move { t })
+        .await
+        .expect("valid");
+    assert_eq!(token, l.fencing_token());
+    let e2 = l
+        .guard(lease, |_| async {})
+        .await
+        .expect_err("guard ran with less than min_remaining left");
+    assert!(e2.is_not_leader());
     assert!(faulty
         .inner
         .resign(&ns, &n("n1"), l.fencing_token())
@@ -578,17 +589,36 @@ async fn background_campaign(h: &Harness) {
     e2.stop().await.expect("stop");
 }
 
+/// Runs one step with a time bound, so a hang fails with the step's name instead of
+/// stalling the test binary.
+async fn step<T>(h: &Harness, name: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{}: step {name} did not finish within 30 s", h.name()),
+    }
+}
+
 async fn run_suite(h: Harness) {
     let t = Instant::now();
-    exclusive_grant(&h).await;
-    tokens_strictly_increase(&h).await;
-    renew_is_compare_and_set(&h).await;
-    stale_resign_keeps_new_holder(&h).await;
-    expiry_lets_another_node_in(&h).await;
-    current_is_truthful(&h).await;
+    step(&h, "exclusive_grant", exclusive_grant(&h)).await;
+    step(&h, "tokens_strictly_increase", tokens_strictly_increase(&h)).await;
+    step(&h, "renew_is_compare_and_set", renew_is_compare_and_set(&h)).await;
+    step(
+        &h,
+        "stale_resign_keeps_new_holder",
+        stale_resign_keeps_new_holder(&h),
+    )
+    .await;
+    step(
+        &h,
+        "expiry_lets_another_node_in",
+        expiry_lets_another_node_in(&h),
+    )
+    .await;
+    step(&h, "current_is_truthful", current_is_truthful(&h)).await;
     let mut latencies = Vec::new();
     for _ in 0..5 {
-        latencies.push(handover_after_resign(&h).await);
+        latencies.push(step(&h, "handover_after_resign", handover_after_resign(&h)).await);
     }
     latencies.sort();
     eprintln!(
@@ -598,8 +628,8 @@ async fn run_suite(h: Harness) {
         latencies[2],
         latencies[4]
     );
-    leadership_loses_on_time(&h).await;
-    background_campaign(&h).await;
+    step(&h, "leadership_loses_on_time", leadership_loses_on_time(&h)).await;
+    step(&h, "background_campaign", background_campaign(&h)).await;
     eprintln!(
         "{}: conformance suite passed in {:?}",
         h.name(),
@@ -731,4 +761,46 @@ async fn postgres_term_survives_a_dropped_connection() {
     }
     assert!(l.is_valid());
     l.resign().await.expect("resign");
+}
+
+/// A lease table written by a newer schema version is refused with a clear error, not used.
+#[tokio::test]
+async fn postgres_refuses_a_newer_schema() {
+    let Some(url) = env_service("LIFEBOAT_TEST_PG", "LIFEBOAT_REQUIRE_PG") else {
+        return;
+    };
+    let schema = unique_ns("schema").replace('-', "_");
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    // First use creates version 1 in the private schema.
+    PostgresBackend::connect(&scoped, Duration::from_secs(2))
+        .await
+        .expect("fresh schema");
+    admin
+        .batch_execute(&format!(
+            "UPDATE {schema}.lifeboat_coord_schema SET version = 99"
+        ))
+        .await
+        .expect("bump version");
+    let err = PostgresBackend::connect(&scoped, Duration::from_secs(2))
+        .await
+        .expect_err("newer schema accepted");
+    assert!(
+        matches!(err, lifeboat_coord::Error::Corrupt { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("version Some(99)"), "{err}");
+    assert!(!err.is_retryable());
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
 }

@@ -342,3 +342,44 @@ async fn sigstopped_pg_holder_is_fenced_after_takeover() {
         .await
         .expect("drop");
 }
+
+/// Regression: an acquire whose caller gave up (a timeout while fsync was slow) must not
+/// leave the lock held by nobody's term — that hung a campaign forever under IO load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_embedded_acquire_does_not_leak_the_lock() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(PG_CHILD_ENV).is_ok() {
+        return;
+    }
+    use lifeboat_coord::{Backend, NodeId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b1 = EmbeddedBackend::open(dir.path()).expect("open");
+    let b2 = EmbeddedBackend::open(dir.path()).expect("open");
+    let (node, lease) = (NodeId::new("n1"), Duration::from_secs(10));
+    for _ in 0..20 {
+        // Polled once (the blocking work starts), then dropped.
+        let _ = tokio::time::timeout(Duration::ZERO, b1.try_acquire(NS, &node, lease)).await;
+    }
+    let start = std::time::Instant::now();
+    let grant = loop {
+        if let Some(g) = b1.try_acquire(NS, &node, lease).await.expect("try") {
+            break g;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "a cancelled acquire left the lock held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(b2
+        .try_acquire(NS, &NodeId::new("n2"), lease)
+        .await
+        .expect("try")
+        .is_none());
+    assert!(b1.resign(NS, &node, grant.token).await.expect("resign"));
+    let g2 = b2
+        .try_acquire(NS, &NodeId::new("n2"), lease)
+        .await
+        .expect("try")
+        .expect("free after resign");
+    assert!(g2.token > grant.token);
+}

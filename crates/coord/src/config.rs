@@ -328,3 +328,144 @@ fn validate_name(what: &str, value: &str, max: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> LeaderConfig {
+        LeaderConfig::memory().namespace("ns").node_id("n1")
+    }
+
+    fn err(c: LeaderConfig) -> String {
+        c.validate()
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_as_documented() {
+        let c = mem();
+        c.validate().expect("defaults valid");
+        assert_eq!(c.get_lease_duration(), Duration::from_secs(10));
+        assert_eq!(c.get_renew_interval(), Duration::from_secs(2));
+        assert_eq!(c.get_renew_deadline(), Duration::from_secs(7));
+        assert_eq!(c.get_safety_margin(), Duration::from_millis(1500));
+        // The default node id is usable as is.
+        LeaderConfig::memory()
+            .validate()
+            .expect("default node id valid");
+    }
+
+    #[test]
+    fn invalid_configs_say_what_to_fix() {
+        let s = Duration::from_secs;
+        let cases: Vec<(LeaderConfig, &str)> = vec![
+            (mem().namespace(""), "namespace must not be empty"),
+            (mem().node_id(""), "node id must not be empty"),
+            (mem().namespace("a/b"), "contains '/'"),
+            (mem().namespace(".hidden"), "must not start with '.'"),
+            (mem().namespace("x".repeat(129)), "longer than 128"),
+            (mem().renew_interval(s(3)), "at least 4 × renew_interval"),
+            (
+                mem().renew_interval(Duration::ZERO),
+                "renew_interval must be greater",
+            ),
+            (
+                mem().renew_deadline(s(9)),
+                "must be less than lease_duration",
+            ),
+            (
+                mem().safety_margin(Duration::ZERO),
+                "safety_margin must be greater",
+            ),
+            (mem().op_timeout(s(8)), "op_timeout"),
+            (
+                mem().renew_deadline(s(1)),
+                "renew_deadline (1s) must be at least renew_interval",
+            ),
+            (
+                LeaderConfig::etcd(Vec::<String>::new())
+                    .namespace("ns")
+                    .node_id("n"),
+                "at least one endpoint",
+            ),
+            (
+                LeaderConfig::etcd(["http://x:2379"])
+                    .namespace("ns")
+                    .node_id("n")
+                    .lease_duration(Duration::from_millis(1500))
+                    .renew_interval(Duration::from_millis(300))
+                    .renew_deadline(Duration::from_millis(900))
+                    .safety_margin(Duration::from_millis(300))
+                    .op_timeout(Duration::from_millis(300)),
+                "2 s minimum",
+            ),
+            (
+                LeaderConfig::postgres(" ").namespace("ns").node_id("n"),
+                "connection URL",
+            ),
+        ];
+        for (config, expected) in cases {
+            let message = err(config);
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn env_vars_override_and_name_the_variable_on_error() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = mem()
+            .apply_env_from(env(&[
+                (ENV_LEASE_DURATION_SECS, "20"),
+                (ENV_RENEW_INTERVAL_SECS, "4"),
+            ]))
+            .expect("valid overrides");
+        assert_eq!(c.get_lease_duration(), Duration::from_secs(20));
+        assert_eq!(c.get_renew_interval(), Duration::from_secs(4));
+        c.validate().expect("still valid");
+
+        // A shorter lease rescales deadline and margin so the result stays valid.
+        let c = mem()
+            .apply_env_from(env(&[
+                (ENV_LEASE_DURATION_SECS, "4"),
+                (ENV_RENEW_INTERVAL_SECS, "1"),
+            ]))
+            .expect("valid overrides");
+        c.validate().expect("rescaled config valid");
+
+        for (pairs, var) in [
+            (
+                &[(ENV_LEASE_DURATION_SECS, "ten")][..],
+                ENV_LEASE_DURATION_SECS,
+            ),
+            (
+                &[(ENV_RENEW_INTERVAL_SECS, "-1")][..],
+                ENV_RENEW_INTERVAL_SECS,
+            ),
+            (
+                &[(ENV_RENEW_INTERVAL_SECS, "0")][..],
+                ENV_RENEW_INTERVAL_SECS,
+            ),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = pairs;
+            let e = mem()
+                .apply_env_from(env(pairs))
+                .expect_err("bad value accepted");
+            assert!(matches!(e, Error::EnvVar { var: v, .. } if v == var), "{e}");
+            assert!(e.to_string().contains(var), "{e}");
+        }
+        // An override that breaks the rules is caught by validate(), naming the rule.
+        let c = mem()
+            .apply_env_from(env(&[(ENV_RENEW_INTERVAL_SECS, "5")]))
+            .expect("parses");
+        assert!(err(c).contains("4 × renew_interval"));
+    }
+}

@@ -206,7 +206,9 @@ impl LeaderElection {
 
     /// Renews the current term now.
     pub async fn renew(&self) -> Result<()> {
-        match self.inner.current.borrow().clone() {
+        // Clone out of the watch first: its read guard must not be held across an await.
+        let current = self.inner.current.borrow().clone();
+        match current {
             Some(l) => l.renew().await,
             None => Err(Error::NotLeader {
                 node: self.inner.config.node_id.clone(),
@@ -357,11 +359,13 @@ async fn try_acquire(inner: &Inner) -> Result<Option<Leadership>> {
         inner.timing,
         inner.events.clone(),
     );
+    // Publish the handle before the event, so a subscriber reacting to `Acquired` finds it
+    // in `leadership()`.
+    inner.current.send_replace(Some(leadership.clone()));
     let _ = inner.events.send(LeaderEvent::Acquired {
         node_id: cfg.node_id.clone(),
         fencing_token: grant.token,
     });
-    inner.current.send_replace(Some(leadership.clone()));
     Ok(Some(leadership))
 }
 

@@ -59,4 +59,5 @@ pub use election::{LeaderElection, EVENT_CHANNEL_CAPACITY};
 pub use error::{BoxError, Error, Result};
 pub use event::{LeaderEvent, LostReason};
 pub use fence::{Fence, MemoryFence};
+pub use leadership::Leadership;
 pub use token::{FencingToken, NodeId};

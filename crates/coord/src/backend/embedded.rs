@@ -110,14 +110,17 @@ impl EmbeddedBackend {
         }
     }
 
-    fn acquire_sync(
-        &self,
-        namespace: &str,
-        node: &NodeId,
-        lease: Duration,
-    ) -> Result<Option<Grant>> {
-        let mut held = self.held.lock().expect("embedded mutex poisoned");
-        if held.contains_key(namespace) {
+    /// Takes the lock and durably bumps the counter. Returns the lock *without* recording
+    /// it in `held`: the async caller records it, so if the caller is cancelled meanwhile
+    /// (e.g. a timeout while fsync is slow) the lock is dropped — released — with the
+    /// result instead of being held by nobody's term forever.
+    fn acquire_sync(&self, namespace: &str, node: &NodeId) -> Result<Option<(Flock<File>, u64)>> {
+        if self
+            .held
+            .lock()
+            .expect("embedded mutex poisoned")
+            .contains_key(namespace)
+        {
             return Ok(None);
         }
         let Some(lock) = self.try_lock(namespace)? else {
@@ -134,18 +137,7 @@ impl EmbeddedBackend {
         let json = serde_json::to_vec(&record).expect("holder record serialises");
         // The holder file is informational: rename for atomicity, no fsync needed.
         write_atomically(&self.path(namespace, "holder"), &json)?;
-        held.insert(
-            namespace.to_owned(),
-            Held {
-                _lock: lock,
-                node: node.clone(),
-                token: FencingToken(token),
-            },
-        );
-        Ok(Some(Grant {
-            token: FencingToken(token),
-            lease,
-        }))
+        Ok(Some((lock, token)))
     }
 
     fn current_sync(&self, namespace: &str) -> Result<Option<LeaderInfo>> {
@@ -194,9 +186,20 @@ impl Backend for EmbeddedBackend {
         node: &NodeId,
         lease: Duration,
     ) -> Result<Option<Grant>> {
-        let (ns, node) = (namespace.to_owned(), node.clone());
-        self.blocking(move |me| me.acquire_sync(&ns, &node, lease))
-            .await
+        let (ns, n) = (namespace.to_owned(), node.clone());
+        let Some((lock, token)) = self.blocking(move |me| me.acquire_sync(&ns, &n)).await? else {
+            return Ok(None);
+        };
+        let token = FencingToken(token);
+        self.held.lock().expect("embedded mutex poisoned").insert(
+            namespace.to_owned(),
+            Held {
+                _lock: lock,
+                node: node.clone(),
+                token,
+            },
+        );
+        Ok(Some(Grant { token, lease }))
     }
 
     async fn renew(

@@ -50,7 +50,8 @@ pub struct LeaderInfo {
 /// * Errors: store unreachable or failing → [`crate::Error::Unavailable`] (retryable);
 ///   renew of a term that is gone → [`crate::Error::NotLeader`].
 /// * Cancellation: dropping a future mid-call leaves the store consistent; an acquire whose
-///   answer was lost becomes a lease nobody renews, which expires.
+///   answer was lost becomes a lease nobody renews, which expires (embedded: the lock is
+///   released at once). A cancelled grant may burn a token; tokens stay increasing.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Short backend name for errors and logs.

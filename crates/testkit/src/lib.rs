@@ -7,6 +7,8 @@
 //! * [`process`]: run a command and deliver a signal (SIGKILL, SIGINT, …) after a delay or when
 //!   a condition holds, returning its exit status.
 //! * [`fault`]: [`flip_byte`] and friends for corruption tests.
+//! * [`proxy`]: [`FaultProxy`], a TCP proxy that passes, delays, black-holes or resets
+//!   traffic on command, for partition tests against real servers on loopback.
 //! * [`cli`]: [`Lifeboat`], a small wrapper that runs the `lifeboat` binary against one
 //!   repository with test-friendly environment (cheap KDF, password set, no inherited config).
 
@@ -14,12 +16,14 @@ pub mod cli;
 pub mod compare;
 pub mod fault;
 pub mod process;
+pub mod proxy;
 pub mod tree;
 
 pub use cli::{Lifeboat, Run};
 pub use compare::{assert_trees_equal, compare_trees, Difference};
 pub use fault::{flip_byte, flip_middle_byte};
 pub use process::{run_with_signal, Outcome, Trigger};
+pub use proxy::{FaultProxy, ProxyMode};
 pub use tree::{generate_tree, TreeSpec, TreeStats};
 
 /// Re-exported so tests need not depend on `nix` just to name a signal.

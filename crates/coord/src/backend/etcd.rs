@@ -14,7 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 
 use crate::backend::{Backend, Grant, LeaderInfo};
 use crate::error::{Error, Result};
@@ -56,14 +58,15 @@ impl EtcdBackend {
             .with_keep_alive(Duration::from_secs(2), op_timeout)
             .with_keep_alive_while_idle(true)
             .with_tcp_keepalive(Duration::from_secs(5));
-        let client = tokio::time::timeout(op_timeout * 3, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| Error::Timeout {
-                backend: BACKEND,
-                op: "connect",
-                after: op_timeout * 3,
-            })?
-            .map_err(etcd_err("connect"))?;
+        let client =
+            tokio::time::timeout(op_timeout * 3, Client::connect(endpoints, Some(options)))
+                .await
+                .map_err(|_| Error::Timeout {
+                    backend: BACKEND,
+                    op: "connect",
+                    after: op_timeout * 3,
+                })?
+                .map_err(etcd_err("connect"))?;
         Ok(Self {
             client,
             leases: Mutex::new(HashMap::new()),
@@ -236,7 +239,10 @@ impl Backend for EtcdBackend {
     async fn wait_for_change(&self, namespace: &str, timeout: Duration) -> Result<()> {
         let mut client = self.client.clone();
         let key = leader_key(namespace);
-        let got = client.get(key.clone(), None).await.map_err(etcd_err("get"))?;
+        let got = client
+            .get(key.clone(), None)
+            .await
+            .map_err(etcd_err("get"))?;
         let revision = got.header().map(|h| h.revision()).unwrap_or(0);
         // Watch from just after the state we saw: no change can slip in between.
         let options = WatchOptions::new().with_start_revision(revision + 1);

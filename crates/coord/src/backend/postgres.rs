@@ -312,7 +312,10 @@ impl Backend for PostgresBackend {
     async fn resign(&self, namespace: &str, node: &NodeId, token: FencingToken) -> Result<bool> {
         let client = self.client().await?;
         let rows = client
-            .query(RESIGN_SQL, &[&namespace, &node.as_str(), &token_param(token)])
+            .query(
+                RESIGN_SQL,
+                &[&namespace, &node.as_str(), &token_param(token)],
+            )
             .await
             .map_err(pg_err("resign"))?;
         Ok(!rows.is_empty())

@@ -14,7 +14,7 @@ use clap::Parser;
 use futures::StreamExt;
 use lifeboat_coord::{
     Backend, EmbeddedBackend, EtcdBackend, FencingToken, LeaderConfig, LeaderElection, LeaderEvent,
-    PostgresBackend,
+    LostReason, PostgresBackend,
 };
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
@@ -138,7 +138,8 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let raw = open_backend(&args.backend, probe.get_op_timeout()).await?;
     let timed = TimedBackend::new(raw);
     let samples = timed.samples();
-    let election = LeaderElection::new(args.leader_config(Arc::new(timed))).await?;
+    let backend: Arc<dyn Backend> = Arc::new(timed);
+    let election = LeaderElection::new(args.leader_config(backend.clone())).await?;
     let mut events = election.subscribe().await;
     let mut terms_sigterm = signal(SignalKind::terminate()).map_err(crate::NodeError::Signal)?;
     let mut terms_sigint = signal(SignalKind::interrupt()).map_err(crate::NodeError::Signal)?;
@@ -211,6 +212,10 @@ pub async fn run(args: NodeArgs) -> Result<()> {
                 }
                 Ok(LeaderEvent::Lost { fencing_token, reason }) => {
                     emitter.emit("lost", json!({ "token": fencing_token.get(), "reason": reason }))?;
+                    if reason != LostReason::Resigned {
+                        tokio::spawn(release(backend.clone(), args.clone(), fencing_token,
+                            election.config().get_op_timeout()));
+                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -236,6 +241,18 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     )?;
     print_samples(&emitter, drain(&samples));
     Ok(())
+}
+
+/// Releases a lost term in the store (compare-and-set on its token, so a newer term is never
+/// touched). Work-around: lifeboat-coord's renew loop returns without releasing when the term
+/// was marked lost by `Leadership::lost()` rather than by the loop itself; with the embedded
+/// backend the flock then stays held by a live process and nobody can ever lead again.
+async fn release(backend: Arc<dyn Backend>, args: NodeArgs, token: FencingToken, budget: Duration) {
+    let node = lifeboat_coord::NodeId::new(args.node_id.clone());
+    let call = backend.resign(&args.namespace, &node, token);
+    if let Ok(Err(e)) = tokio::time::timeout(budget, call).await {
+        tracing::warn!("releasing lost term {token}: {e}");
+    }
 }
 
 /// Runs the promote hook for term `token`, then prints `promoted`.

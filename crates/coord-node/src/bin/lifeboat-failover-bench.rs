@@ -180,7 +180,15 @@ fn main() -> Result<()> {
     for i in 0..b.args.kills {
         let leader = b.promoted_leader(0)?;
         let old = leader.token;
-        // Spread the kill over the renew cycle (deterministically).
+        // Let the term renew once and report the renew's latency (a node killed right
+        // after promotion would never renew), then spread the kill over the renew cycle
+        // (deterministically).
+        let renewed = b.wait(0, "the leader's first renewal", |e| {
+            e.is("renewed", &leader.node) && e.token == old
+        })?;
+        b.wait(0, "the leader's renew latency sample", |e| {
+            e.is("op_samples", &leader.node) && e.json["op"] == "renew" && e.t_us > renewed.t_us
+        })?;
         let offset = (i as u64 * 733) % renew_ms;
         std::thread::sleep(Duration::from_millis(offset));
         let mark = b.log.mark();

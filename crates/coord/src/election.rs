@@ -333,16 +333,37 @@ async fn try_acquire(inner: &Inner) -> Result<Option<Leadership>> {
     // The local deadline counts from the moment the request is sent: the store may grant
     // at any point after that, so this is the conservative start of the lease.
     let send = inner.clock.now();
-    let call = inner
-        .backend
-        .try_acquire(&cfg.namespace, &cfg.node_id, cfg.lease_duration);
-    let grant = tokio::time::timeout(budget, call)
+    // The call runs as its own task behind a guard: if we stop waiting (timeout, or this
+    // future is dropped) and the store grants anyway, the guard resigns that grant instead of
+    // leaving a lease — on the embedded store a flock — held by nobody.
+    let backend = inner.backend.clone();
+    let (ns, node, lease) = (
+        cfg.namespace.clone(),
+        cfg.node_id.clone(),
+        cfg.lease_duration,
+    );
+    let mut call = ReleaseIfAbandoned {
+        call: Some(tokio::spawn(async move {
+            backend.try_acquire(&ns, &node, lease).await
+        })),
+        backend: inner.backend.clone(),
+        namespace: cfg.namespace.clone(),
+        node: cfg.node_id.clone(),
+    };
+    let handle = call.call.as_mut().expect("set above");
+    let joined = tokio::time::timeout(budget, handle)
         .await
         .map_err(|_| Error::Timeout {
             backend: inner.backend.name(),
             op: "try_acquire",
             after: budget,
-        })??;
+        })?;
+    call.call = None; // answered in time: ours to use
+    let grant = joined.map_err(|e| Error::Unavailable {
+        backend: inner.backend.name(),
+        op: "try_acquire",
+        source: Box::new(e),
+    })??;
     let Some(grant) = grant else {
         return Ok(None);
     };
@@ -418,5 +439,35 @@ async fn wait_for_current(inner: &Inner) {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Resigns the grant of a `try_acquire` whose caller stopped waiting for it.
+struct ReleaseIfAbandoned {
+    call: Option<JoinHandle<Result<Option<crate::backend::Grant>>>>,
+    backend: Arc<dyn Backend>,
+    namespace: String,
+    node: crate::NodeId,
+}
+
+impl Drop for ReleaseIfAbandoned {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            call.abort();
+            return;
+        };
+        let backend = self.backend.clone();
+        let namespace = std::mem::take(&mut self.namespace);
+        let node = self.node.clone();
+        runtime.spawn(async move {
+            if let Ok(Ok(Some(grant))) = call.await {
+                tracing::warn!(token = %grant.token,
+                    "try_acquire answered after its caller gave up; releasing the grant");
+                if let Err(e) = backend.resign(&namespace, &node, grant.token).await {
+                    tracing::warn!("releasing abandoned grant {}: {e}", grant.token);
+                }
+            }
+        });
     }
 }

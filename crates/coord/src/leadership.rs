@@ -294,8 +294,10 @@ async fn renew_loop(term: Arc<Term>, mut last_ok_send: Duration) {
     let mut lost_rx = term.lost.subscribe();
     let mut next = last_ok_send + timing.renew_interval;
     loop {
+        // Lost elsewhere (the local-deadline watchdog, `lost()`, resign): still fall through
+        // to the release below — returning here left an embedded flock held forever.
         if lost_rx.borrow_and_update().is_some() {
-            return;
+            break;
         }
         let now = term.clock.now();
         let deadline = term.deadline();
@@ -315,12 +317,12 @@ async fn renew_loop(term: Arc<Term>, mut last_ok_send: Duration) {
         let budget = timing.op_timeout.min(deadline.saturating_sub(send));
         let result = tokio::select! {
             r = renew_once(&term, budget) => r,
-            _ = lost_rx.changed() => return,
+            _ = lost_rx.changed() => break,
         };
         match result {
             Ok(lease) => {
                 if term.lost.borrow().is_some() {
-                    return;
+                    break;
                 }
                 extend(&term, send, lease);
                 last_ok_send = send;

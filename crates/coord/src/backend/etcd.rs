@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::backend::{Backend, Grant, LeaderInfo};
@@ -113,6 +113,16 @@ impl Backend for EtcdBackend {
         let mut client = self.client.clone();
         let key = leader_key(namespace);
         let ttl = (lease.as_millis().div_ceil(1000) as i64).max(MIN_TTL_SECS);
+        // A held key is the common case for a waiting campaigner: answer it with one read
+        // instead of three raft writes (lease grant, txn, lease revoke). The txn below still
+        // decides races; this read only skips attempts that cannot succeed.
+        let held = client
+            .get(key.clone(), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(etcd_err("leader read"))?;
+        if held.count() > 0 {
+            return Ok(None);
+        }
         let granted = client
             .lease_grant(ttl, None)
             .await

@@ -120,7 +120,8 @@ impl FaultProxy {
         self.shared.conns.lock().expect("proxy conns lock").len()
     }
 
-    /// Bytes forwarded so far in both directions (lets a test see that traffic did flow).
+    /// Bytes forwarded (handed to the receiving socket) so far in both directions, so a test
+    /// can see that traffic did flow.
     pub fn forwarded_bytes(&self) -> u64 {
         self.shared.forwarded_bytes.load(Ordering::SeqCst)
     }
@@ -188,10 +189,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, id: u64, shared: &Shared) {
         if !delay.is_zero() {
             thread::sleep(delay);
         }
+        // Counted before the write, so a peer that has received the bytes sees them counted.
+        shared.forwarded_bytes.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        shared.forwarded_bytes.fetch_add(n as u64, Ordering::SeqCst);
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);

@@ -44,7 +44,9 @@ struct SourceArgs {
     /// Read from this archive (a local path or s3://bucket/prefix) instead of the local
     /// directories: segments and backups are downloaded and verified into a temporary
     /// directory first.
-    #[arg(long, env = "PITR_ARCHIVE", global = true, conflicts_with_all = ["wal_dir"])]
+    /// Takes precedence over --wal-dir/--backup-dir, except that `stats` uses --wal-dir to
+    /// report how far the archive trails the local journal.
+    #[arg(long, env = "PITR_ARCHIVE", global = true)]
     archive: Option<String>,
     /// Key file of an encrypted archive (64 hex characters or 32 raw bytes).
     #[arg(long, env = "PITR_ARCHIVE_KEY_FILE", global = true)]

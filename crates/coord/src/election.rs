@@ -166,6 +166,10 @@ impl LeaderElection {
             task.abort();
         }
         self.inner.stopped.send_replace(true);
+        // An acquisition in flight (the aborted campaign only stops at its next await) holds
+        // this lock until it has published its term: wait for it, so the term published last
+        // is the one resigned here rather than one that outlives `stop`.
+        let _serial = self.inner.acquire.lock().await;
         match self.inner.current.send_replace(None) {
             Some(l) => l.resign().await,
             None => Ok(()),

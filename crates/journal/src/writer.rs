@@ -539,6 +539,13 @@ impl Journal {
                     Err(e) => tracing::debug!("no spare segment: {e}"),
                 }
                 spare.busy.store(false, SeqCst);
+                // The journal may have been dropped between `upgrade` and the store above; then
+                // ours is the last reference and nobody will use (or remove) the spare.
+                if Arc::strong_count(&spare) == 1 {
+                    if let Some(p) = spare.ready.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = fs::remove_file(p);
+                    }
+                }
             });
         if spawned.is_err() {
             self.spare.busy.store(false, SeqCst);

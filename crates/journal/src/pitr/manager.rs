@@ -508,17 +508,23 @@ async fn background_archiving<S: StateMachine>(
     let mut last_switch = tokio::time::Instant::now();
     loop {
         {
-            // Holds the manager only for the round, so dropping it closes the journal.
+            // Holds the manager only for the round; dropping the manager aborts this task at
+            // its next await (a round in progress may keep the WAL lock until then).
             let Some(inner) = inner.upgrade() else { return };
             if let Some(t) = timeout {
-                if last_switch.elapsed() >= t && inner.journal.stats().active_segment_entries > 0 {
-                    let j = inner.clone();
-                    match blocking(move || j.journal.switch_segment()).await {
-                        Ok(_) => last_switch = tokio::time::Instant::now(),
-                        Err(e) => tracing::warn!(
-                            "archive timeout: closing the active segment failed: {e}"
-                        ),
+                if last_switch.elapsed() >= t {
+                    // Restart the clock whatever happens: an empty segment has nothing to
+                    // ship, and a failed switch is retried one timeout later — never a busy
+                    // loop of archive rounds on an idle or full journal.
+                    if inner.journal.stats().active_segment_entries > 0 {
+                        let j = inner.clone();
+                        if let Err(e) = blocking(move || j.journal.switch_segment()).await {
+                            tracing::warn!(
+                                "archive timeout: closing the active segment failed: {e}"
+                            );
+                        }
                     }
+                    last_switch = tokio::time::Instant::now();
                 }
             }
             match archive_once(&inner).await {

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
+use lifeboat_testkit::TmpfsMount;
 
 /// Every object file below a local repository, with its bytes.
 fn repo_objects(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {

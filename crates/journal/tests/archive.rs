@@ -20,27 +20,7 @@ const ROUNDS: u64 = 20;
 /// Archive locations to run each scenario against: a fresh local dir, plus a fresh S3 prefix
 /// when `LIFEBOAT_TEST_S3` is set (required with `LIFEBOAT_REQUIRE_S3=1`).
 fn locations(tmp: &Path, name: &str) -> Vec<String> {
-    let mut out = vec![tmp.join(format!("archive-{name}")).display().to_string()];
-    match std::env::var("LIFEBOAT_TEST_S3") {
-        Ok(base) => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            out.push(format!(
-                "{}/journal-archive-{name}-{}-{nanos}",
-                base.trim_end_matches('/'),
-                std::process::id()
-            ));
-        }
-        Err(_) => {
-            if std::env::var("LIFEBOAT_REQUIRE_S3").is_ok_and(|v| v == "1") {
-                panic!("LIFEBOAT_REQUIRE_S3=1 but LIFEBOAT_TEST_S3 is not set");
-            }
-            eprintln!("S3 part skipped: set LIFEBOAT_TEST_S3 (see crates/store/S3_TEST_SERVER.md)");
-        }
-    }
-    out
+    lifeboat_testkit::test_locations(tmp, "journal-archive", name)
 }
 
 fn store(location: &str) -> Store {

@@ -3,7 +3,7 @@
 //! archive alone (local directory and, when `LIFEBOAT_TEST_S3` is set, the loopback S3 server).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::catalog::{Catalog, CatalogOp};
@@ -11,28 +11,7 @@ use lifeboat_journal::pitr::recover_from_dirs;
 use lifeboat_journal::{segment, Error, PitrConfig, PitrManager, RecoveryTarget};
 
 fn locations(tmp: &Path, name: &str) -> Vec<String> {
-    let mut out = vec![tmp.join(format!("archive-{name}")).display().to_string()];
-    match std::env::var("LIFEBOAT_TEST_S3") {
-        Ok(base) => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            out.push(format!(
-                "{}/pitr-archive-{name}-{}-{nanos}",
-                base.trim_end_matches('/'),
-                std::process::id()
-            ));
-        }
-        Err(_) => {
-            assert!(
-                std::env::var("LIFEBOAT_REQUIRE_S3").as_deref() != Ok("1"),
-                "LIFEBOAT_REQUIRE_S3=1 but LIFEBOAT_TEST_S3 is not set"
-            );
-            eprintln!("S3 part skipped: set LIFEBOAT_TEST_S3");
-        }
-    }
-    out
+    lifeboat_testkit::test_locations(tmp, "pitr-archive", name)
 }
 
 fn op(i: u64) -> CatalogOp {

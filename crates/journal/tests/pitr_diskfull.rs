@@ -8,9 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fold, rt, TmpfsMount};
+use common::{fold, rt};
 use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::{Error, PitrConfig, PitrManager, RecoveryTarget};
+use lifeboat_testkit::TmpfsMount;
 
 /// An incompressible-ish op of about 1 KiB; 40 kinds, so the state stays ~40 KiB.
 fn big_op(i: u64) -> CatalogOp {

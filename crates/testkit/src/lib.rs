@@ -9,11 +9,13 @@
 //! * [`fault`]: [`flip_byte`] and friends for corruption tests.
 //! * [`proxy`]: [`FaultProxy`], a TCP proxy that passes, delays, black-holes or resets
 //!   traffic on command, for partition tests against real servers on loopback.
+//! * [`env`]: [`TmpfsMount`] for disk-full cases, [`test_locations`] (local + loopback S3).
 //! * [`cli`]: [`Lifeboat`], a small wrapper that runs the `lifeboat` binary against one
 //!   repository with test-friendly environment (cheap KDF, password set, no inherited config).
 
 pub mod cli;
 pub mod compare;
+pub mod env;
 pub mod fault;
 pub mod process;
 pub mod proxy;
@@ -21,6 +23,7 @@ pub mod tree;
 
 pub use cli::{Lifeboat, Run};
 pub use compare::{assert_trees_equal, compare_trees, Difference};
+pub use env::{test_locations, TmpfsMount};
 pub use fault::{flip_byte, flip_middle_byte};
 pub use process::{run_with_signal, Outcome, Trigger};
 pub use proxy::{FaultProxy, ProxyMode};

@@ -510,46 +510,6 @@ pub fn list_tree(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A tmpfs mounted for the lifetime of the guard; unmounted (lazily) on drop.
-pub struct TmpfsMount {
-    /// The mount point.
-    pub path: PathBuf,
-}
-
-impl TmpfsMount {
-    /// Mounts a tmpfs with `options` (e.g. "size=4m" or "ro,size=1m") at `path`, or returns
-    /// why it cannot (not root, no mount namespace privileges, ...).
-    pub fn new(path: &Path, options: &str) -> Result<TmpfsMount, String> {
-        fs::create_dir_all(path).map_err(|e| format!("mkdir {path:?}: {e}"))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs -o {options} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(TmpfsMount {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
 /// Objects below `dir` (recursively) as `name → size`, names relative to `dir`. Staging files
 /// (`name#N`, left by a killed write) are left out unless `staging`.
 pub fn files_below(dir: &Path, staging: bool) -> BTreeMap<String, u64> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::backend::memory::MemoryStore;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::token::NodeId;
+use lifeboat_types::NodeId;
 
 /// Env var overriding [`LeaderConfig::lease_duration`] (whole seconds).
 pub const ENV_LEASE_DURATION_SECS: &str = "LEADER_LEASE_DURATION_SECS";

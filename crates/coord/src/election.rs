@@ -7,11 +7,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, LeaderInfo};
-use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendConfig, LeaderConfig};
 use crate::error::{Error, Result};
 use crate::event::{LeaderEvent, LostReason};
 use crate::leadership::{Leadership, Timing};
+use lifeboat_types::{Clock, SystemClock};
 
 /// Bound of the event channel: a subscriber that falls this far behind misses events
 /// (it gets `RecvError::Lagged`) rather than slowing the renew loop down.
@@ -336,7 +336,7 @@ async fn try_acquire(inner: &Inner) -> Result<Option<Leadership>> {
     let budget = inner.timing.op_timeout;
     // The local deadline counts from the moment the request is sent: the store may grant
     // at any point after that, so this is the conservative start of the lease.
-    let send = inner.clock.now();
+    let send = inner.clock.boot();
     // The call runs as its own task behind a guard: if we stop waiting (timeout, or this
     // future is dropped) and the store grants anyway, the guard resigns that grant instead of
     // leaving a lease — on the embedded store a flock — held by nobody.

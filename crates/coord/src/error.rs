@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 
 /// A boxed source error from a backend client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

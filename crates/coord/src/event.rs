@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 
 /// Why a [`crate::Leadership`] stopped being valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::token::FencingToken;
+use lifeboat_types::FencingToken;
 
 /// A resource's record of the highest fencing token it has accepted.
 ///

@@ -7,10 +7,10 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::backend::Backend;
-use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::event::{LeaderEvent, LostReason};
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::Clock;
+use lifeboat_types::{FencingToken, NodeId};
 
 /// The timing a term runs with (copied from the validated config).
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +70,7 @@ impl Term {
         if self.lost.borrow().is_some() {
             return Duration::ZERO;
         }
-        self.deadline().saturating_sub(self.clock.now())
+        self.deadline().saturating_sub(self.clock.boot())
     }
 }
 
@@ -209,7 +209,7 @@ impl Leadership {
         if budget.is_zero() {
             return Err(not_leader());
         }
-        let send = term.clock.now();
+        let send = term.clock.boot();
         match renew_once(term, budget).await {
             Ok(lease) => {
                 extend(term, send, lease);
@@ -299,7 +299,7 @@ async fn renew_loop(term: Arc<Term>, mut last_ok_send: Duration) {
         if lost_rx.borrow_and_update().is_some() {
             break;
         }
-        let now = term.clock.now();
+        let now = term.clock.boot();
         let deadline = term.deadline();
         if now >= deadline {
             term.lose(LostReason::LocalDeadline);
@@ -312,7 +312,7 @@ async fn renew_loop(term: Arc<Term>, mut last_ok_send: Duration) {
             }
             continue;
         }
-        let send = term.clock.now();
+        let send = term.clock.boot();
         // Never let a call outlive the lease: its answer would come too late to matter.
         let budget = timing.op_timeout.min(deadline.saturating_sub(send));
         let result = tokio::select! {
@@ -343,7 +343,7 @@ async fn renew_loop(term: Arc<Term>, mut last_ok_send: Duration) {
                 );
             }
         }
-        let now = term.clock.now();
+        let now = term.clock.boot();
         if now >= term.deadline() {
             term.lose(LostReason::LocalDeadline);
             break;

@@ -34,14 +34,12 @@
 //! ```
 
 pub mod backend;
-mod clock;
 mod config;
 mod election;
 mod error;
 mod event;
 mod fence;
 mod leadership;
-mod token;
 
 pub use backend::embedded::EmbeddedBackend;
 #[cfg(feature = "etcd")]
@@ -50,7 +48,6 @@ pub use backend::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use backend::postgres::{PostgresBackend, PostgresFence};
 pub use backend::{Backend, Grant, LeaderInfo};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BackendConfig, LeaderConfig, ENV_LEASE_DURATION_SECS, ENV_RENEW_INTERVAL_SECS,
     NAMESPACE_MAX_LEN, NODE_ID_MAX_LEN,
@@ -60,4 +57,5 @@ pub use error::{BoxError, Error, Result};
 pub use event::{LeaderEvent, LostReason};
 pub use fence::{Fence, MemoryFence};
 pub use leadership::Leadership;
-pub use token::{FencingToken, NodeId};
+pub use lifeboat_types::{Clock, ManualClock, SystemClock};
+pub use lifeboat_types::{FencingToken, NodeId};

@@ -306,7 +306,7 @@ trait NowMs {
 impl NowMs for ManualClock {
     fn now_ms(&self) -> f64 {
         use lifeboat_coord::Clock;
-        self.now().as_secs_f64() * 1000.0
+        self.boot().as_secs_f64() * 1000.0
     }
 }
 

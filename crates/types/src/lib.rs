@@ -1,11 +1,25 @@
 //! Identifier and unit types shared by every Lifeboat crate.
 //!
-//! Distinct id types keep a pack id from being passed where a blob id is expected.
+//! Distinct id types keep a pack id from being passed where a blob id is expected; one
+//! vocabulary (LSN, term/fencing token, node id, clock, error class) is shared by the journal,
+//! coordination, failover, the repository and the service.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod cancel;
+pub mod class;
+pub mod clock;
+mod lsn;
+mod term;
+
+pub use cancel::CancelToken;
+pub use class::{Classify, ErrorClass};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use lsn::Lsn;
+pub use term::{FencingToken, NodeId, Term};
 
 /// A hex id could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

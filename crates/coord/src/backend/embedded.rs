@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Grant, LeaderInfo};
 use crate::error::{Error, Result};
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 
 const BACKEND: &str = "embedded";
 const TOKEN_MAGIC: &str = "lifeboat-coord-token v1";

@@ -20,7 +20,7 @@ use etcd_client::{
 
 use crate::backend::{Backend, Grant, LeaderInfo};
 use crate::error::{Error, Result};
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 
 const BACKEND: &str = "etcd";
 /// etcd's minimum lease TTL.

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::backend::{Backend, Grant, LeaderInfo};
-use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{Clock, SystemClock};
+use lifeboat_types::{FencingToken, NodeId};
 
 /// One namespace's lease in the model.
 #[derive(Debug, Default)]
@@ -63,7 +63,7 @@ impl MemoryStore {
     }
 
     fn with_slot<T>(&self, namespace: &str, f: impl FnOnce(&mut Slot, Duration) -> T) -> T {
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.boot();
         let mut slots = self
             .shared
             .slots

@@ -32,7 +32,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 use crate::backend::{Backend, Grant, LeaderInfo};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
-use crate::token::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 
 const BACKEND: &str = "postgres";
 /// The schema version this code writes and understands.

@@ -1,4 +1,5 @@
-//! Fencing tokens and node ids: the two values every leadership term is named by.
+//! Leadership terms and node ids: one vocabulary for the journal's term, coordination's
+//! fencing token and the failover manager.
 
 use std::fmt;
 
@@ -6,9 +7,16 @@ use serde::{Deserialize, Serialize};
 
 /// A leadership term's fencing token: strictly increasing per namespace, across holders,
 /// restarts and the backend's own persistence. Resources reject writes carrying a lower one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// The journal stamps every record with the writer's term, which is this same number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct FencingToken(pub u64);
+
+/// The journal's name for a fencing token: the term a record was written under.
+pub type Term = FencingToken;
 
 impl FencingToken {
     /// The raw number, for storing in a resource's fence column or object key.
@@ -23,13 +31,19 @@ impl fmt::Display for FencingToken {
     }
 }
 
-/// The id a campaigner is known by in the store (`current()` reports it).
+impl From<u64> for FencingToken {
+    fn from(v: u64) -> Self {
+        Self(v)
+    }
+}
+
+/// The id a node (campaigner, failover member, service instance) is known by.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(pub String);
 
 impl NodeId {
-    /// Wraps a string; [`crate::LeaderConfig::validate`] checks it is usable.
+    /// Wraps a string; configuration validation checks it is usable.
     pub fn new(id: impl Into<String>) -> Self {
         Self(id.into())
     }

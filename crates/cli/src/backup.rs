@@ -2,15 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use lifeboat_repo::backup::{self, StdinSource};
 use lifeboat_repo::BackupOptions;
 use lifeboat_types::human_bytes;
-
-use lifeboat_repo::lock::LockKind;
 
 use crate::common::{open, print_json, GlobalArgs};
 use crate::exit;
@@ -59,7 +55,7 @@ pub struct Args {
 /// Runs `backup`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
-    let _lock = g.lock(&s.repo, LockKind::Shared, "backup")?;
+    let lock = g.lock_shared(&s.repo, "backup")?;
     let mut opts = BackupOptions::new(a.paths);
     opts.excludes = a.excludes;
     opts.tags = a.tags;
@@ -82,27 +78,10 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     } else if !a.command.is_empty() {
         bail!("a command after `--` needs --stdin-from-command");
     }
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
-    // Register the handlers before any work starts, so an early signal is never lost.
-    let (mut int, mut term) = s._rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    })?;
-    s._rt.spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        flag.store(true, Ordering::SeqCst);
-    });
-    opts.interrupt = Some(interrupt);
+    opts.cancel = g.cancel_on_signal(s.repo.runtime())?;
 
     let bar = Bar::new(g.show_progress(), g.quiet || g.json, "backup");
-    let result = backup::run(&s.repo, &opts, &bar);
+    let result = backup::run(&s.repo, &lock, &opts, &bar);
     bar.finish();
     let r = result?;
     let sum = &r.snapshot.summary;

@@ -47,7 +47,11 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         g.quiet || g.json,
         "check",
     );
-    let result = check::run_with(&s.repo, mode, _lock.is_some(), &bar);
+    let cancel = g.cancel_on_signal(s.repo.runtime())?;
+    let record = _lock
+        .as_ref()
+        .map(|l| l as &dyn lifeboat_repo::lock::WriteLock);
+    let result = check::run_with(&s.repo, mode, record, &cancel, &bar);
     bar.finish();
     let report = result?;
     if g.json {

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lifeboat_repo::lock::{LockKind, LockOptions, RepoLock};
+use lifeboat_repo::lock::{ExclusiveLock, LockOptions, SharedLock};
 use lifeboat_repo::Repository;
 use lifeboat_store::{Store, StoreOptions};
+use lifeboat_types::CancelToken;
 use tokio::runtime::Runtime;
 
 /// Options accepted by every command.
@@ -102,21 +103,51 @@ impl GlobalArgs {
             .with_context(|| format!("open {role} repository {}", other.location))
     }
 
-    /// Takes a repository lock with the global lock options.
-    pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<RepoLock> {
-        let opts = LockOptions {
+    fn lock_options(&self) -> LockOptions {
+        LockOptions {
             expiry: self.lock_expiry,
             retry_for: self.retry_lock,
-        };
-        Ok(repo.lock(kind, operation, &opts)?)
+        }
+    }
+
+    /// Takes a shared repository lock with the global lock options.
+    pub fn lock_shared(&self, repo: &Repository, operation: &str) -> Result<SharedLock> {
+        Ok(repo.lock_shared(operation, &self.lock_options())?)
+    }
+
+    /// Takes an exclusive repository lock with the global lock options.
+    pub fn lock_exclusive(&self, repo: &Repository, operation: &str) -> Result<ExclusiveLock> {
+        Ok(repo.lock_exclusive(operation, &self.lock_options())?)
     }
 
     /// A shared lock for a read-only command, unless `--no-lock` was given.
-    pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<RepoLock>> {
+    pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<SharedLock>> {
         if self.no_lock {
             return Ok(None);
         }
-        self.lock(repo, LockKind::Shared, operation).map(Some)
+        self.lock_shared(repo, operation).map(Some)
+    }
+
+    /// A cancellation token set by the first SIGINT or SIGTERM. Handlers are registered
+    /// before this returns, so an early signal is never lost.
+    pub fn cancel_on_signal(&self, rt: &tokio::runtime::Handle) -> Result<CancelToken> {
+        let cancel = CancelToken::new();
+        let (mut int, mut term) = rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })?;
+        let flag = cancel.clone();
+        rt.spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            flag.cancel();
+        });
+        Ok(cancel)
     }
 
     /// Human output allowed?

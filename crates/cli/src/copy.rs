@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use lifeboat_repo::copy;
-use lifeboat_repo::lock::LockKind;
 use lifeboat_types::human_bytes;
 
 use crate::common::{open, print_json, GlobalArgs, OtherRepo};
@@ -54,8 +53,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         password_env: "LIFEBOAT_TO_PASSWORD",
     };
     let dst = g.open_other(&s._rt, &target, "target")?;
-    let _src_lock = g.lock(&s.repo, LockKind::Shared, "copy (source)")?;
-    let dst_lock = g.lock(&dst, LockKind::Shared, "copy")?;
+    let _src_lock = g.lock_shared(&s.repo, "copy (source)")?;
+    let dst_lock = g.lock_shared(&dst, "copy")?;
     let (all, warnings) = s.repo.list_snapshots()?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -74,7 +73,8 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     selected.retain(|(_, sn)| a.host.as_ref().is_none_or(|h| &sn.host == h));
     selected.retain(|(_, sn)| a.tag.as_ref().is_none_or(|t| sn.tags.contains(t)));
     let bar = Bar::new(g.show_progress(), g.quiet || g.json, "copy");
-    let result = copy::run(&s.repo, &dst, &selected, &bar);
+    let cancel = g.cancel_on_signal(s.repo.runtime())?;
+    let result = copy::run(&s.repo, &dst, &dst_lock, &selected, &cancel, &bar);
     bar.finish();
     let r = result?;
     dst_lock.release()?;

@@ -20,7 +20,7 @@ pub const WRONG_PASSWORD: u8 = 11;
 pub const UNSUPPORTED_VERSION: u8 = 12;
 /// Another process holds a conflicting repository lock.
 pub const LOCKED: u8 = 13;
-/// Interrupted (Ctrl-C / SIGTERM); no snapshot was written.
+/// Cancelled (Ctrl-C / SIGTERM); nothing half-done was committed.
 pub const INTERRUPTED: u8 = 130;
 
 /// Maps an error chain to its exit code.
@@ -32,13 +32,35 @@ pub fn for_error(e: &anyhow::Error) -> ExitCode {
             Error::NotInitialized { .. } => NO_REPOSITORY,
             Error::WrongPassword { .. } => WRONG_PASSWORD,
             Error::UnsupportedVersion { .. } => UNSUPPORTED_VERSION,
-            Error::Interrupted => INTERRUPTED,
+            Error::Cancelled => INTERRUPTED,
             Error::Locked { .. } => LOCKED,
             Error::PruneRefused { .. } => DAMAGED,
             _ => FATAL,
         })
         .unwrap_or(FATAL);
     ExitCode::from(code)
+}
+
+/// What to do next, for errors whose library message names no command or flag.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    let e = e.chain().find_map(|c| c.downcast_ref::<Error>())?;
+    Some(match e {
+        Error::NotInitialized { .. } => {
+            "run `lifeboat init` first, or check --repo / LIFEBOAT_REPOSITORY"
+        }
+        Error::Corrupt { .. } => "run `lifeboat check` for a full report",
+        Error::BlobNotFound { .. } => "run `lifeboat repair index`, then `lifeboat check`",
+        Error::SnapshotNotFound { .. } => "list them with `lifeboat snapshots`",
+        Error::Locked { .. } => {
+            "wait for it to finish, retry with --retry-lock DURATION, or if you are sure the holder is dead run `lifeboat unlock`"
+        }
+        Error::KeyInUse { .. } => "open the repository with another --password-file or --key-file",
+        Error::LockLost { .. } => "run the command again",
+        Error::UnrelatedRepositories { .. } => {
+            "create the target with `lifeboat init --copy-chunker-params --from SOURCE`"
+        }
+        _ => return None,
+    })
 }
 
 /// `lifeboat ls | head` must not report an error.

@@ -9,22 +9,19 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use clap::ArgGroup;
-use futures::stream::{self, StreamExt};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use lifeboat_repo::retention::{self, Candidate, GroupBy, KeepSpan, Plan, Policy, EMPTY_POLICY};
-use lifeboat_repo::snapshot::{snapshot_key, Snapshot};
+use lifeboat_repo::forget;
+use lifeboat_repo::lock::SharedLock;
+use lifeboat_repo::retention::{GroupBy, KeepSpan, Plan, Policy, EMPTY_POLICY};
+use lifeboat_repo::snapshot::Snapshot;
 use lifeboat_repo::{Error, Repository};
-use lifeboat_types::SnapshotId;
+use lifeboat_types::{CancelToken, SnapshotId};
 use serde_json::json;
 
-use lifeboat_repo::lock::LockKind;
 use lifeboat_repo::prune::{PruneOptions, PruneReport};
 
 use crate::common::{open, print_json, GlobalArgs};
-
-/// Deletes in flight at once: snapshot objects are tiny, the latency is the store's.
-const DELETE_CONCURRENCY: usize = 16;
 
 /// Arguments of `forget`.
 #[derive(clap::Args)]
@@ -176,36 +173,39 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let filter = Filter::new(&a)?;
     let s = open(g)?;
     // Removing snapshots only ever makes a concurrent prune keep more: a shared lock suffices.
-    let lock = g.lock(&s.repo, LockKind::Shared, "forget")?;
-    let mut candidates = Vec::new();
-    for (id, r) in s.repo.list_snapshots_checked()? {
-        match r {
-            Ok(sn) if filter.matches(&sn) => candidates.push(Candidate::new(id, &sn)),
-            Ok(_) => {}
-            Err(e) => eprintln!(
-                "warning: snapshot {} is unreadable and is never removed by a policy (remove it by id if you mean to): {e}",
-                id.short()
-            ),
-        }
-    }
-    let soon = Timestamp::now() + SignedDuration::from_mins(5);
-    for c in candidates.iter().filter(|c| c.time > soon) {
+    let lock = g.lock_shared(&s.repo, "forget")?;
+    let cancel = g.cancel_on_signal(s.repo.runtime())?;
+    let planned = forget::plan_policy(&s.repo, &policy, a.group_by, &tz, &|sn| filter.matches(sn))?;
+    for (id, e) in &planned.unreadable {
         eprintln!(
-            "warning: snapshot {} is dated in the future ({}); --keep-within* windows of its group are measured from it",
-            c.id.short(),
-            c.time
+            "warning: snapshot {} is unreadable and is never removed by a policy (remove it by id if you mean to): {e}",
+            id.short()
         );
     }
-    let plan = retention::apply(&candidates, &policy, a.group_by, &tz)?;
-    let doomed: Vec<SnapshotId> = plan.removed().map(|d| d.id).collect();
+    let soon = Timestamp::now() + SignedDuration::from_mins(5);
+    for d in planned
+        .plan
+        .groups
+        .iter()
+        .flat_map(|g| &g.snapshots)
+        .filter(|d| d.time > soon)
+    {
+        eprintln!(
+            "warning: snapshot {} is dated in the future ({}); --keep-within* windows of its group are measured from it",
+            d.id.short(),
+            d.time
+        );
+    }
+    let plan = &planned.plan;
+    let doomed = planned.doomed();
     let kept = plan.kept().count();
     if g.chatty() {
-        print_plan(&plan, &policy, a.group_by, &tz);
+        print_plan(plan, &policy, a.group_by, &tz);
     }
     let (removed, failed) = if a.dry_run {
         (doomed, Vec::new())
     } else {
-        delete(&s.repo, &doomed, g.chatty())
+        delete(&s.repo, &lock, &doomed, &cancel, g.chatty())?
     };
     lock.release()?;
     let pruned = then_prune(g, &s.repo, &a, &failed)?;
@@ -238,12 +238,13 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
 /// Removes exactly the snapshots named on the command line (also damaged ones).
 fn forget_ids(g: &GlobalArgs, a: &Args) -> Result<ExitCode> {
     let s = open(g)?;
-    let lock = g.lock(&s.repo, LockKind::Shared, "forget")?;
+    let lock = g.lock_shared(&s.repo, "forget")?;
+    let cancel = g.cancel_on_signal(s.repo.runtime())?;
     let listed = s.repo.list_snapshots_checked()?;
     // Resolve every id before deleting anything, so a typo removes nothing.
     let mut doomed: Vec<SnapshotId> = Vec::new();
     for reference in &a.ids {
-        let (id, damaged) = resolve(&listed, reference)?;
+        let (id, damaged) = forget::resolve(&listed, reference)?;
         if let Some(e) = damaged {
             eprintln!("warning: removing damaged snapshot {}: {e}", id.short());
         }
@@ -259,7 +260,7 @@ fn forget_ids(g: &GlobalArgs, a: &Args) -> Result<ExitCode> {
     let (removed, failed) = if a.dry_run {
         (doomed, Vec::new())
     } else {
-        delete(&s.repo, &doomed, g.chatty())
+        delete(&s.repo, &lock, &doomed, &cancel, g.chatty())?
     };
     lock.release()?;
     let pruned = then_prune(g, &s.repo, a, &failed)?;
@@ -281,77 +282,20 @@ fn forget_ids(g: &GlobalArgs, a: &Args) -> Result<ExitCode> {
     finish(&failed, removed.len())
 }
 
-/// A full id, unique prefix or `latest` among all listed snapshots; damaged ones resolve too
-/// (with what is wrong), since removing them by id is how a user gets rid of them.
-fn resolve<'a>(
-    listed: &'a [(SnapshotId, Result<Snapshot, Error>)],
-    reference: &str,
-) -> Result<(SnapshotId, Option<&'a Error>)> {
-    let not_found = || Error::SnapshotNotFound {
-        reference: reference.into(),
-    };
-    if reference == "latest" {
-        // Readable snapshots come first, oldest to newest.
-        return listed
-            .iter()
-            .rfind(|(_, r)| r.is_ok())
-            .map(|(id, _)| (*id, None))
-            .ok_or_else(|| not_found().into());
-    }
-    if reference.is_empty() {
-        return Err(not_found().into());
-    }
-    let mut matches = listed
-        .iter()
-        .filter(|(id, _)| id.to_hex().starts_with(&reference.to_ascii_lowercase()));
-    match (matches.next(), matches.next()) {
-        (Some((id, r)), None) => Ok((*id, r.as_ref().err())),
-        (None, _) => Err(not_found().into()),
-        (Some(_), Some(_)) => Err(Error::AmbiguousSnapshot {
-            reference: reference.into(),
-        }
-        .into()),
-    }
-}
-
-/// Deletes the snapshot objects concurrently, reporting each as it completes; returns the
-/// removed ids and the failures.
+/// Deletes through the library engine, reporting each snapshot as it goes.
 fn delete(
     repo: &Repository,
+    lock: &SharedLock,
     ids: &[SnapshotId],
+    cancel: &CancelToken,
     chatty: bool,
-) -> (Vec<SnapshotId>, Vec<(SnapshotId, Error)>) {
-    let store = repo.store();
-    let mut removed = Vec::new();
-    let mut failed = Vec::new();
-    repo.block_on(
-        stream::iter(ids.iter().copied())
-            .map(|id| async move {
-                let r = store.delete(&snapshot_key(&id)).await;
-                (id, r.map_err(Error::from))
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .for_each(|(id, r)| {
-                match r {
-                    Ok(()) => {
-                        if chatty {
-                            println!("removed snapshot {}", id.short());
-                        }
-                        removed.push(id);
-                    }
-                    Err(e) => {
-                        eprintln!("error: cannot remove snapshot {}: {e}", id.short());
-                        failed.push((id, e));
-                    }
-                }
-                futures::future::ready(())
-            }),
-    );
-    // Completion order is arbitrary; report in a stable one.
-    let order = |id: &SnapshotId| ids.iter().position(|x| x == id);
-    removed.sort_by_key(order);
-    failed.sort_by_key(|(id, _)| order(id));
-    (removed, failed)
+) -> Result<(Vec<SnapshotId>, Vec<(SnapshotId, Error)>)> {
+    let r = forget::remove_snapshots(repo, lock, ids, cancel, &mut |id, err| match err {
+        None if chatty => println!("removed snapshot {}", id.short()),
+        None => {}
+        Some(e) => eprintln!("error: cannot remove snapshot {}: {e}", id.short()),
+    })?;
+    Ok((r.removed, r.failed))
 }
 
 /// The plan, group by group: every snapshot with its verdict and reasons.
@@ -403,6 +347,7 @@ fn then_prune(
     let opts = PruneOptions {
         max_unused: a.max_unused,
         dry_run: false,
+        cancel: g.cancel_on_signal(repo.runtime())?,
     };
     crate::prune::run_with(g, repo, &opts, !g.json).map(Some)
 }

@@ -74,8 +74,8 @@ enum Action {
 
 /// Runs `key`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
-    let s = open(g)?;
-    let repo = &s.repo;
+    let mut s = open(g)?;
+    let repo = &mut s.repo;
     match a.action {
         Action::List => {
             let keys = repo.list_keys()?;
@@ -122,12 +122,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             report(g, "removed", &id.to_hex())?;
         }
         Action::Passwd(n) => {
-            // Add first, then remove: a crash in between leaves both passwords working.
-            let id = repo.add_key(&n.read()?, &n.label, None)?;
-            repo.block_on(
-                repo.store()
-                    .delete(&format!("keys/{}", repo.key_id().to_hex())),
-            )?;
+            let id = repo.change_password(&n.read()?, &n.label, None)?;
             report(g, "changed password; new key slot", &id.to_hex())?;
         }
     }

@@ -106,6 +106,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", exit::describe(&e));
+            if let Some(h) = exit::hint(&e) {
+                eprintln!("hint: {h}");
+            }
             exit::for_error(&e)
         }
     }

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use lifeboat_repo::lock::LockKind;
 use lifeboat_repo::prune::{self, PruneOptions, PruneReport};
 use lifeboat_types::human_bytes;
 
@@ -36,11 +35,12 @@ pub fn parse_share(s: &str) -> std::result::Result<f64, String> {
 
 /// Runs `prune`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
+    let s = open(g)?;
     let opts = PruneOptions {
         max_unused: a.max_unused,
         dry_run: a.dry_run,
+        cancel: g.cancel_on_signal(s.repo.runtime())?,
     };
-    let s = open(g)?;
     run_with(g, &s.repo, &opts, true)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -52,18 +52,23 @@ pub fn run_with(
     opts: &PruneOptions,
     print: bool,
 ) -> Result<PruneReport> {
-    // A dry run only reads: a shared lock lets backups go on meanwhile.
-    let kind = if opts.dry_run {
-        LockKind::Shared
-    } else {
-        LockKind::Exclusive
-    };
-    let lock = g.lock(repo, kind, "prune")?;
     let bar = Bar::new(g.show_progress(), g.quiet || g.json, "repack");
-    let result = prune::run(repo, opts, &bar);
-    bar.finish();
-    let r = result?;
-    lock.release()?;
+    let r = if opts.dry_run {
+        // A dry run only reads: a shared lock lets backups go on meanwhile.
+        let lock = g.lock_shared(repo, "prune")?;
+        let result = prune::dry_run(repo, opts, &bar);
+        bar.finish();
+        let r = result?;
+        lock.release()?;
+        r
+    } else {
+        let lock = g.lock_exclusive(repo, "prune")?;
+        let result = prune::run(repo, &lock, opts, &bar);
+        bar.finish();
+        let r = result?;
+        lock.release()?;
+        r
+    };
     if g.json && print {
         print_json(&r)?;
     } else if !g.quiet && !g.json {

@@ -72,8 +72,10 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         repo_dir.display()
     ));
 
+    let lock = repo.lock_shared("quickstart", &Default::default())?;
     let first = backup::run(
         &repo,
+        &lock,
         &BackupOptions::new(vec![source.clone()]),
         &NoProgress,
     )?;
@@ -92,6 +94,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     )?;
     let second = backup::run(
         &repo,
+        &lock,
         &BackupOptions::new(vec![source.clone()]),
         &NoProgress,
     )?;

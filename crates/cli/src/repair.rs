@@ -6,8 +6,6 @@ use anyhow::Result;
 use clap::Subcommand;
 use lifeboat_repo::repair;
 
-use lifeboat_repo::lock::LockKind;
-
 use crate::common::{open, print_json, GlobalArgs};
 
 /// Arguments of `repair`.
@@ -26,10 +24,10 @@ enum What {
 /// Runs `repair`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
-    let _lock = g.lock(&s.repo, LockKind::Exclusive, "repair index")?;
+    let lock = g.lock_exclusive(&s.repo, "repair index")?;
     match a.what {
         What::Index => {
-            let r = repair::repair_index(&s.repo)?;
+            let r = repair::repair_index(&s.repo, &lock)?;
             if g.json {
                 print_json(&r)?;
             } else {

@@ -31,16 +31,12 @@ fn to_json(f: &FoundLock, removed: bool) -> serde_json::Value {
 /// Runs `unlock`.
 pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let s = open(g)?;
-    let found = lock::list_locks(&s.repo)?;
-    let mut removed = Vec::new();
-    if !a.dry_run {
-        for f in &found {
-            if a.all || f.stale.is_some() {
-                s.repo.block_on(s.repo.store().delete(&f.object))?;
-                removed.push(f.object.clone());
-            }
-        }
-    }
+    let (found, removed) = if a.dry_run {
+        (lock::list_locks(&s.repo)?, Vec::new())
+    } else {
+        let u = lock::unlock(&s.repo, a.all)?;
+        (u.found, u.removed)
+    };
     if g.json {
         let v: Vec<_> = found
             .iter()

@@ -61,7 +61,11 @@ impl Writer<'_> {
             self.done.push((p.id, p.entries));
         }
         if !self.done.is_empty() {
-            self.repo.save_index(&self.done).expect("save index");
+            let lock = self
+                .repo
+                .lock_shared("synth_repo", &Default::default())
+                .expect("lock");
+            self.repo.save_index(&lock, &self.done).expect("save index");
             self.done.clear();
         }
     }
@@ -189,7 +193,10 @@ fn main() {
             original: None,
             summary: Summary::default(),
         };
-        let id = repo.save_snapshot(&snap).expect("save snapshot");
+        let lock = repo
+            .lock_shared("synth_repo", &Default::default())
+            .expect("lock");
+        let id = repo.save_snapshot(&lock, &snap).expect("save snapshot");
         println!("{}", id.to_hex());
     }
     eprintln!(

@@ -7,12 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use lifeboat_types::{BlobId, IndexId, PackId, SnapshotId};
+use lifeboat_types::{BlobId, CancelToken, IndexId, PackId, SnapshotId};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::index::{decode_index, index_key, Index};
+use crate::lock::WriteLock;
 use crate::pack::{pack_key, parse_trailer, PackEntry};
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -93,6 +94,7 @@ impl CheckReport {
 
 struct Checker<'a> {
     repo: &'a Repository,
+    cancel: &'a CancelToken,
     report: CheckReport,
     /// Damaged blob → indexes of findings about it.
     bad_blobs: HashMap<BlobId, Vec<usize>>,
@@ -114,20 +116,23 @@ impl Checker<'_> {
 
 /// Runs a check without recording which packs were verified (read-only).
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
-    run_with(repo, read_data, false, progress)
+    run_with(repo, read_data, None, &CancelToken::new(), progress)
 }
 
 /// Runs a check. With `record`, packs whose data verified cleanly are recorded with the time,
 /// and a subset check reads the least recently verified packs first, so repeated subset
-/// checks cover the whole repository.
+/// checks cover the whole repository. Recording is a write, so it needs a lock. A cancelled
+/// check returns [`Error::Cancelled`] and records nothing.
 pub fn run_with(
     repo: &Repository,
     read_data: ReadData,
-    record: bool,
+    record: Option<&dyn WriteLock>,
+    cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
     let mut c = Checker {
         repo,
+        cancel,
         report: CheckReport::default(),
         bad_blobs: HashMap::new(),
         bad_packs: HashMap::new(),
@@ -293,15 +298,18 @@ pub fn run_with(
             packs.truncate(n);
         }
         let bad = read_packs(&mut c, &packs, progress);
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let now = jiff::Timestamp::now().as_second();
         let fresh: verified::VerifiedAt = packs
             .iter()
             .filter(|(p, _)| !bad.contains(p))
             .map(|(p, _)| (*p, now))
             .collect();
-        if record {
+        if let Some(lock) = record {
             let damaged = !c.report.notes.is_empty();
-            verified::record(repo, &fresh, &verified_at, &records, damaged, &|p| {
+            verified::record(repo, lock, &fresh, &verified_at, &records, damaged, &|p| {
                 present.contains_key(p)
             })?;
         }
@@ -424,6 +432,9 @@ fn read_packs(
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
+                if c.cancel.is_cancelled() {
+                    return;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((pack, size)) = packs.get(i) else {
                     return;

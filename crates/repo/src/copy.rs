@@ -7,6 +7,8 @@
 //! interrupted copy leaves only reusable packs, and a rerun sends only what is still missing.
 //! Copied snapshots remember their source id, which makes copy idempotent.
 
+use crate::lock::WriteLock;
+use lifeboat_types::CancelToken;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -87,21 +89,23 @@ pub fn lag_secs(pending: &[&(SnapshotId, Snapshot)]) -> Option<f64> {
 }
 
 /// Copies the `selected` source snapshots (oldest first) that `dst` does not have yet.
+///
+/// `dst_lock` is a lock on `dst` (its index and snapshot writes pass that lock's fence);
+/// `cancel` stops between snapshots and packs, after indexing what was already sent.
 pub fn run(
     src: &Repository,
     dst: &Repository,
+    dst_lock: &dyn WriteLock,
     selected: &SnapshotList,
+    cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
     let started = Instant::now();
     if !src.key().same_blob_ids(dst.key()) {
-        return Err(Error::InvalidInput(format!(
-            "{} does not share blob ids with {}: create the target with `lifeboat init \
-             --copy-chunker-params --from {}` so both repositories name the same data alike",
-            dst.store().location(),
-            src.store().location(),
-            src.store().location()
-        )));
+        return Err(Error::UnrelatedRepositories {
+            source_location: src.store().location().to_owned(),
+            target_location: dst.store().location().to_owned(),
+        });
     }
     let src_loaded = src.load_index()?;
     for w in &src_loaded.warnings {
@@ -121,13 +125,16 @@ pub fn run(
         ..Default::default()
     };
     let mut handled = BlobSet::new(&src_index);
-    let mut sink = Sink::new(dst);
+    let mut sink = Sink::new(dst, dst_lock);
     // Source id → target id, to carry `parent` links over.
     let mut mapped: HashMap<SnapshotId, SnapshotId> = target
         .iter()
         .filter_map(|(tid, t)| Some((t.original?, *tid)))
         .collect();
     for (id, snap) in pending {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let mut needed = Vec::new();
         reach::walk(src, &src_index, [(snap.tree, ())], |_, blob, _| {
             let pos = src_index
@@ -150,15 +157,18 @@ pub fn run(
         progress.add_total(total);
         report.blobs_copied += needed.len() as u64;
         report.bytes_read += total;
-        transfer(src, &src_index, needed, &mut sink, progress)?;
-        sink.flush_all()?;
+        let sent = transfer(src, &src_index, needed, &mut sink, cancel, progress);
+        // Index what was sent even when stopping: a rerun then skips it.
+        let flushed = sink.flush_all();
+        sent?;
+        flushed?;
         let mut copy = snap.clone();
         copy.original = Some(*id);
         copy.parent = snap.parent.and_then(|p| mapped.get(&p).copied());
         // The copy's id is derived from the source id, and written only if absent: of two
         // copies racing into one target, exactly one writes each snapshot.
         let new_id = copy_id(dst, id);
-        if dst.save_snapshot_as(&new_id, &copy)? {
+        if dst.save_snapshot_as(dst_lock, &new_id, &copy)? {
             report.copied.push((*id, new_id));
         } else {
             report.snapshots_present += 1;
@@ -183,6 +193,7 @@ fn transfer(
     index: &Index,
     mut needed: Vec<u32>,
     sink: &mut Sink<'_>,
+    cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<()> {
     needed
@@ -217,6 +228,9 @@ fn transfer(
             })
             .buffered(4);
         while let Some((pack, entries, start, bytes)) = fetched.next().await {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             let bytes = bytes?;
             let object = pack_key(&pack);
             for e in entries {
@@ -244,6 +258,7 @@ fn transfer(
 /// Packs re-sealed blobs for the target, uploads them and checkpoints the target's index.
 struct Sink<'a> {
     dst: &'a Repository,
+    lock: &'a dyn WriteLock,
     data: PackWriter,
     trees: PackWriter,
     unindexed: Vec<(PackId, Vec<PackEntry>)>,
@@ -252,9 +267,10 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    fn new(dst: &'a Repository) -> Self {
+    fn new(dst: &'a Repository, lock: &'a dyn WriteLock) -> Self {
         Sink {
             dst,
+            lock,
             data: PackWriter::new(BlobKind::Data),
             trees: PackWriter::new(BlobKind::Tree),
             unindexed: Vec::new(),
@@ -294,7 +310,9 @@ impl<'a> Sink<'a> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        self.dst.save_index_async(&self.unindexed).await?;
+        self.dst
+            .save_index_async(self.lock, &self.unindexed)
+            .await?;
         self.unindexed.clear();
         Ok(())
     }

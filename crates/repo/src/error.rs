@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use lifeboat_types::{Classify, ErrorClass};
+
 /// Boxed source error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -13,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No repository at the location (no `config` object).
-    #[error("no repository at {location}: run `lifeboat init` first, or check --repo / LIFEBOAT_REPOSITORY")]
+    #[error("no repository at {location}")]
     NotInitialized {
         /// Where we looked.
         location: String,
@@ -41,7 +43,7 @@ pub enum Error {
         supported: u32,
     },
     /// An object failed authentication or did not decode.
-    #[error("{object} is damaged: {reason}; run `lifeboat check` for a full report")]
+    #[error("{object} is damaged: {reason}")]
     Corrupt {
         /// Object name in the repository (e.g. `data/ab/ab12...`).
         object: String,
@@ -49,26 +51,50 @@ pub enum Error {
         reason: String,
     },
     /// A blob the caller needs is not in the index.
-    #[error("blob {id} is not in any index: run `lifeboat repair index`, then `lifeboat check`")]
+    #[error("blob {id} is not in any index")]
     BlobNotFound {
         /// The missing blob.
         id: lifeboat_types::BlobId,
     },
     /// Snapshot reference did not match.
-    #[error("no snapshot matches {reference:?}: list them with `lifeboat snapshots`")]
+    #[error("no snapshot matches {reference:?}")]
     SnapshotNotFound {
         /// What the user asked for.
         reference: String,
     },
+    /// An empty snapshot reference (an unset shell variable): never selects a snapshot.
+    #[error("empty snapshot id: give an id, a unique prefix of one, or `latest`")]
+    EmptySnapshotReference,
     /// Several snapshots match a short id prefix.
     #[error("snapshot prefix {reference:?} is ambiguous; use more characters")]
     AmbiguousSnapshot {
         /// What the user asked for.
         reference: String,
     },
-    /// A key-slot operation was refused.
-    #[error("{0}")]
-    Key(String),
+    /// The key slot asked to be removed is the one this handle was opened with.
+    #[error("refusing to remove key slot {id}: this session was opened with it; open the repository with another password or key file first")]
+    KeyInUse {
+        /// The slot (short id).
+        id: String,
+    },
+    /// No key slot matches.
+    #[error("no key slot matches {reference:?}")]
+    KeyNotFound {
+        /// What the caller asked for.
+        reference: String,
+    },
+    /// Several key slots match a prefix.
+    #[error("key slot prefix {reference:?} is ambiguous; use more characters")]
+    AmbiguousKey {
+        /// What the caller asked for.
+        reference: String,
+    },
+    /// The key-derivation function refused its parameters or failed.
+    #[error("cannot derive a key: {reason}")]
+    Kdf {
+        /// What the KDF said.
+        reason: String,
+    },
     /// The storage backend failed.
     #[error(transparent)]
     Store(#[from] lifeboat_store::Error),
@@ -95,7 +121,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
     /// Another process holds a conflicting lock.
-    #[error("repository is locked: {holders}; wait for it to finish, retry with --retry-lock DURATION, or if you are sure the holder is dead run `lifeboat unlock`")]
+    #[error("repository is locked: {holders}")]
     Locked {
         /// Who holds it (host, pid, age).
         holders: String,
@@ -106,15 +132,50 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// `copy` between repositories that do not name blobs alike.
+    #[error("{target_location} does not share blob ids with {source_location}: the target must be created related to the source (same chunker parameters and blob-id key) so both name the same data alike")]
+    UnrelatedRepositories {
+        /// The copy source.
+        source_location: String,
+        /// The copy target.
+        target_location: String,
+    },
+    /// A lock guard taken on one repository was passed to a write on another.
+    #[error("the lock passed in belongs to {lock}, not to {repository}")]
+    LockMismatch {
+        /// Where the lock was taken.
+        lock: String,
+        /// Where the write was going.
+        repository: String,
+    },
     /// Prune found something that makes deleting unsafe; it stopped before deleting anything.
     #[error("prune refused: {reason}; nothing was deleted")]
     PruneRefused {
         /// What was found.
         reason: String,
     },
-    /// The operation was interrupted (Ctrl-C).
-    #[error("interrupted; no snapshot was written")]
-    Interrupted,
+    /// The caller cancelled the operation (Ctrl-C, SIGTERM, a service's cancel); it stopped at a
+    /// safe point and committed nothing half-done.
+    #[error("cancelled; nothing half-done was committed")]
+    Cancelled,
+}
+
+/// Local I/O: a missing file is not-found, interrupted or would-block calls are retryable,
+/// everything else (disk full, permission, read-only) needs a person.
+fn io_class(e: &std::io::Error) -> ErrorClass {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => ErrorClass::NotFound,
+        K::Interrupted | K::WouldBlock | K::TimedOut => ErrorClass::Retryable,
+        K::InvalidInput | K::InvalidData => ErrorClass::InvalidInput,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        Error::class(self)
+    }
 }
 
 fn io_hint(e: &std::io::Error) -> &'static str {
@@ -127,6 +188,37 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 }
 
 impl Error {
+    /// What kind of failure this is, for retry decisions and HTTP statuses.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::NotInitialized { .. }
+            | Error::BlobNotFound { .. }
+            | Error::SnapshotNotFound { .. }
+            | Error::KeyNotFound { .. } => ErrorClass::NotFound,
+            Error::AlreadyInitialized { .. } | Error::LockLost { .. } => ErrorClass::Conflict,
+            Error::WrongPassword { .. } => ErrorClass::Auth,
+            Error::UnsupportedVersion { .. } | Error::CommandFailed { .. } => ErrorClass::Permanent,
+            Error::Corrupt { .. } | Error::PruneRefused { .. } => ErrorClass::Corrupt,
+            Error::AmbiguousSnapshot { .. }
+            | Error::EmptySnapshotReference
+            | Error::AmbiguousKey { .. }
+            | Error::KeyInUse { .. }
+            | Error::Kdf { .. }
+            | Error::InvalidInput(_)
+            | Error::LockMismatch { .. }
+            | Error::UnrelatedRepositories { .. } => ErrorClass::InvalidInput,
+            Error::Store(e) => match e {
+                lifeboat_store::Error::AlreadyExists { .. } => ErrorClass::Conflict,
+                e if e.is_not_found() => ErrorClass::NotFound,
+                e if e.is_retryable() => ErrorClass::Retryable,
+                _ => ErrorClass::Permanent,
+            },
+            Error::Io { source, .. } => io_class(source),
+            Error::Locked { .. } => ErrorClass::Locked,
+            Error::Cancelled => ErrorClass::Cancelled,
+        }
+    }
+
     /// Wraps an I/O error with the operation and path, for messages that say where.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -25,6 +25,7 @@ pub mod copy;
 pub mod crypto;
 pub mod diff;
 pub mod error;
+pub mod forget;
 pub mod index;
 pub mod keys;
 pub mod lock;

@@ -17,7 +17,8 @@
 //!
 //! See `docs/repository-format.md` §Locks for the object format and `docs/cli.md` for `unlock`.
 
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, StreamExt};
@@ -197,21 +198,88 @@ impl Default for LockOptions {
     }
 }
 
-/// A held lock; refreshed in the background, removed on drop.
-pub struct RepoLock {
+/// Marker for a shared lock: many holders, each only adding objects (backup, copy, forget).
+#[derive(Debug)]
+pub enum SharedMode {}
+/// Marker for an exclusive lock: one holder that may delete data (prune, repair).
+#[derive(Debug)]
+pub enum ExclusiveMode {}
+
+/// The two lock modes; sealed, so only [`SharedMode`] and [`ExclusiveMode`] exist.
+pub trait LockMode: sealed::Sealed + Send + Sync + 'static {
+    /// What the lock object records.
+    const KIND: LockKind;
+}
+impl LockMode for SharedMode {
+    const KIND: LockKind = LockKind::Shared;
+}
+impl LockMode for ExclusiveMode {
+    const KIND: LockKind = LockKind::Exclusive;
+}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::SharedMode {}
+    impl Sealed for super::ExclusiveMode {}
+}
+
+/// A held repository lock whose type says its mode; refreshed in the background, removed on
+/// drop. Engines that write take one ([`WriteLock`]), engines that delete take an
+/// [`ExclusiveLock`], so a caller cannot run them unlocked or skip the lock-loss fence.
+pub struct RepoLock<M: LockMode> {
     shared: Arc<LockShared>,
     refresher: Option<std::thread::JoinHandle<()>>,
     store: Store,
     rt: Handle,
     object: String,
+    _mode: PhantomData<M>,
+}
+
+/// A shared lock: backup, copy, forget, restore and check run under one.
+pub type SharedLock = RepoLock<SharedMode>;
+/// An exclusive lock: prune and `repair index` run under one.
+pub type ExclusiveLock = RepoLock<ExclusiveMode>;
+
+impl<M: LockMode> std::fmt::Debug for RepoLock<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoLock")
+            .field("kind", &M::KIND)
+            .field("object", &self.object)
+            .finish()
+    }
+}
+
+/// Proof that a lock of either mode is held: every repository write passes its
+/// [`WriteLock::fence`] first. Object-safe so engines can take `&dyn WriteLock`.
+pub trait WriteLock: Send + Sync {
+    /// Ok while the lock is held, its object exists and its lease has not run out, and the
+    /// lock belongs to `repo`'s store.
+    fn fence(&self, repo: &Repository) -> Result<()> {
+        repo.block_on(self.lease().check_for(repo.store()))
+    }
+    /// The lease the fence consults.
+    fn lease(&self) -> &LockShared;
+}
+
+impl<M: LockMode> WriteLock for RepoLock<M> {
+    fn lease(&self) -> &LockShared {
+        &self.shared
+    }
 }
 
 /// The part of a held lock that the repository's write paths consult.
-pub(crate) struct LockShared {
+pub struct LockShared {
     state: Mutex<LockState>,
     wake: Condvar,
     store: Store,
     object: String,
+}
+
+impl std::fmt::Debug for LockShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockShared")
+            .field("object", &self.object)
+            .finish()
+    }
 }
 
 struct LockState {
@@ -222,15 +290,26 @@ struct LockState {
 }
 
 impl LockShared {
+    /// [`LockShared::check`], refusing a lock taken on another repository.
+    pub async fn check_for(&self, store: &Store) -> Result<()> {
+        if store.location() != self.store.location() {
+            return Err(Error::LockMismatch {
+                lock: self.store.location().to_owned(),
+                repository: store.location().to_owned(),
+            });
+        }
+        self.check().await
+    }
+
     /// Ok while the holder may still act: its lease has not run out (local boot clock) and
     /// its lock object still exists (nobody broke it). Called before every write that could
     /// hurt another process: index and snapshot writes, deletions.
-    pub(crate) async fn check(&self) -> Result<()> {
+    pub async fn check(&self) -> Result<()> {
         self.check_deadline()?;
         match self.store.head(&self.object).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
-                let reason = "its lock object was removed (by `lifeboat unlock`, or by another \
+                let reason = "its lock object was removed (by an unlock, or by another \
                               process that judged it stale)"
                     .to_owned();
                 self.state.lock().expect("lock state mutex").lost = Some(reason.clone());
@@ -263,10 +342,15 @@ impl LockShared {
     }
 }
 
-impl RepoLock {
+impl<M: LockMode> RepoLock<M> {
     /// Ok while the lock is held, its object exists and its lease has not run out.
     pub fn check(&self) -> Result<()> {
         self.rt.block_on(self.shared.check())
+    }
+
+    /// The lock object's name (`locks/<id>`).
+    pub fn object(&self) -> &str {
+        &self.object
     }
 
     /// Stops refreshing and removes the lock object.
@@ -288,7 +372,7 @@ impl RepoLock {
     }
 }
 
-impl Drop for RepoLock {
+impl<M: LockMode> Drop for RepoLock<M> {
     fn drop(&mut self) {
         if self.refresher.is_some() {
             self.stop();
@@ -299,12 +383,12 @@ impl Drop for RepoLock {
 
 /// Takes a lock of `kind` for `operation`, waiting up to `opts.retry_for` for conflicting
 /// holders; conflicting stale locks are removed (and reported through `tracing`).
-pub fn acquire(
+pub fn acquire<M: LockMode>(
     repo: &Repository,
-    kind: LockKind,
     operation: &str,
     opts: &LockOptions,
-) -> Result<RepoLock> {
+) -> Result<RepoLock<M>> {
+    let kind = M::KIND;
     if opts.expiry < MIN_EXPIRY {
         return Err(Error::InvalidInput(format!(
             "lock expiry {} is too short (minimum {})",
@@ -361,7 +445,6 @@ pub fn acquire(
                 store: repo.store().clone(),
                 object: object.clone(),
             });
-            repo.set_lock(Arc::downgrade(&shared));
             let refresher = spawn_refresher(
                 shared.clone(),
                 repo.store().clone(),
@@ -377,6 +460,7 @@ pub fn acquire(
                 store: repo.store().clone(),
                 rt: repo.runtime().clone(),
                 object,
+                _mode: PhantomData,
             });
         }
         repo.block_on(repo.store().delete(&object))?;
@@ -417,6 +501,34 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
     let found = survey_locks(repo, Some(&probe));
     repo.block_on(repo.store().delete(&probe))?;
     found
+}
+
+/// What [`unlock`] found and removed.
+#[derive(Debug, Clone)]
+pub struct Unlocked {
+    /// Every lock present, with staleness judged against the store's clock.
+    pub found: Vec<FoundLock>,
+    /// Objects removed (stale ones, or all with `all`).
+    pub removed: Vec<String>,
+}
+
+/// Removes stale locks — or, with `all`, every lock (only when their holders are known to be
+/// dead: a live holder notices at its next fence and stops). Reports what it found.
+pub fn unlock(repo: &Repository, all: bool) -> Result<Unlocked> {
+    let found = list_locks(repo)?;
+    let mut removed = Vec::new();
+    for f in &found {
+        if all || f.stale.is_some() {
+            match repo.block_on(repo.store().delete(&f.object)) {
+                Ok(()) => {}
+                // Released by its holder meanwhile: gone either way.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            removed.push(f.object.clone());
+        }
+    }
+    Ok(Unlocked { found, removed })
 }
 
 /// Reads every lock but `own`, aging each against `own`'s last-modified time.
@@ -582,9 +694,6 @@ pub fn fmt_duration(d: Duration) -> String {
         _ => format!("{h}h{m:02}m"),
     }
 }
-
-/// Keeps a weak handle to the held lock so writes can check it without owning it.
-pub(crate) type HeldLock = Mutex<Weak<LockShared>>;
 
 #[cfg(test)]
 mod tests {

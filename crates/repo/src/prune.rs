@@ -15,6 +15,8 @@
 //! finds the leftovers (unindexed packs) and finishes the job. Memory: the index (52 bytes
 //! per blob) plus one bit and one `u32` ordering slot per blob.
 
+use crate::lock::{ExclusiveLock, WriteLock};
+use lifeboat_types::CancelToken;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
@@ -37,13 +39,16 @@ const CONCURRENCY: usize = 16;
 const DELETE_BATCH: usize = 64;
 
 /// How aggressively to reclaim space.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// Unused share tolerated (0.05 = 5 %): packs above it are repacked, most wasteful first,
     /// until the unused bytes left are at most this share of the repository.
     pub max_unused: f64,
     /// Plan and report only; change nothing.
     pub dry_run: bool,
+    /// Cancel to stop at the next stage boundary or pack (what was already done stays valid:
+    /// repacked packs not yet indexed are garbage the next prune removes).
+    pub cancel: CancelToken,
 }
 
 impl Default for PruneOptions {
@@ -51,6 +56,7 @@ impl Default for PruneOptions {
         PruneOptions {
             max_unused: 0.05,
             dry_run: false,
+            cancel: CancelToken::new(),
         }
     }
 }
@@ -120,9 +126,44 @@ enum Fate {
     Missing,
 }
 
-/// Runs prune. The caller holds an exclusive lock (the CLI takes it); every destructive step
-/// re-checks that lock's lease first.
-pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+/// Runs prune under the exclusive lock it deletes by; every destructive step re-checks that
+/// lock's lease first.
+pub fn run(
+    repo: &Repository,
+    lock: &ExclusiveLock,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    prune(repo, Some(lock), opts, progress)
+}
+
+/// Plans a prune and reports what it would free, changing nothing (no exclusive lock needed:
+/// backups may go on meanwhile; the caller takes a shared lock if it wants a stable view).
+pub fn dry_run(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let opts = PruneOptions {
+        dry_run: true,
+        ..opts.clone()
+    };
+    prune(repo, None, &opts, progress)
+}
+
+fn cancelled(opts: &PruneOptions) -> Result<()> {
+    if opts.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
+}
+
+fn prune(
+    repo: &Repository,
+    lock: Option<&ExclusiveLock>,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
     let started = Instant::now();
     if !(0.0..=1.0).contains(&opts.max_unused) {
         return Err(Error::InvalidInput(format!(
@@ -275,16 +316,23 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         report.duration_secs = started.elapsed().as_secs_f64();
         return Ok(report);
     }
+    let Some(lock) = lock else {
+        return Err(Error::InvalidInput(
+            "prune without an exclusive lock can only be a dry run".into(),
+        ));
+    };
+    cancelled(opts)?;
     let nothing_to_do = fates.iter().all(|f| *f == Fate::Keep) && unindexed.is_empty();
     if nothing_to_do {
-        report.staging_files_removed = remove_staging_files(repo)?;
+        report.staging_files_removed = remove_staging_files(repo, lock)?;
         report.duration_secs = started.elapsed().as_secs_f64();
         return Ok(report);
     }
 
     // 3. repack
     progress.add_total(repack_bytes);
-    let new_packs = repack(repo, &index, &order, &used, &fates, progress)?;
+    let new_packs = repack(repo, &index, &order, &used, &fates, &opts.cancel, progress)?;
+    cancelled(opts)?;
     report.packs_written = new_packs.len() as u64;
     report.bytes_written = new_packs.iter().map(|(_, _, size)| size).sum();
 
@@ -293,7 +341,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     let mut written: Vec<IndexId> = Vec::new();
     let mut flush = |batch: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
         if !batch.is_empty() {
-            written.extend(repo.save_index(batch)?);
+            written.extend(repo.save_index(lock, batch)?);
             batch.clear();
         }
         Ok(())
@@ -335,7 +383,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         .map(index_key)
         .collect();
     report.index_files_removed = old.len() as u64;
-    delete_all(repo, old)?;
+    delete_all(repo, lock, old)?;
 
     // 5. sweep
     let doomed: Vec<String> = fates
@@ -345,16 +393,17 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         .map(|(i, _)| pack_key(&index.packs()[i]))
         .chain(unindexed.iter().map(|(id, _)| pack_key(id)))
         .collect();
-    delete_all(repo, doomed)?;
-    report.staging_files_removed = remove_staging_files(repo)?;
+    cancelled(opts)?;
+    delete_all(repo, lock, doomed)?;
+    report.staging_files_removed = remove_staging_files(repo, lock)?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
 /// Staging files of killed local writes: nobody else writes while we hold the exclusive lock.
-fn remove_staging_files(repo: &Repository) -> Result<u64> {
-    repo.check_lock()?;
+fn remove_staging_files(repo: &Repository, lock: &ExclusiveLock) -> Result<u64> {
+    lock.fence(repo)?;
     let mut n = 0;
     for prefix in ["data", "index", "snapshots", "verified"] {
         n += repo.store().remove_local_staging_files(prefix)? as u64;
@@ -403,6 +452,7 @@ fn repack(
     order: &[u32],
     used: &BlobSet,
     fates: &[Fate],
+    cancel: &CancelToken,
     progress: &dyn Progress,
 ) -> Result<Vec<(PackId, Vec<PackEntry>, u64)>> {
     // Used entries of each pack to repack, in offset order.
@@ -436,6 +486,9 @@ fn repack(
             })
             .buffered(4);
         while let Some((id, entries, start, bytes)) = fetched.next().await {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
             let bytes = bytes?;
             let object = pack_key(&id);
             for e in entries {
@@ -485,9 +538,9 @@ async fn upload(repo: &Repository, pack: FinishedPack) -> Result<(PackId, Vec<Pa
 }
 
 /// Deletes objects concurrently, re-checking the lock's lease before every batch.
-fn delete_all(repo: &Repository, keys: Vec<String>) -> Result<()> {
+fn delete_all(repo: &Repository, lock: &ExclusiveLock, keys: Vec<String>) -> Result<()> {
     for batch in keys.chunks(DELETE_BATCH) {
-        repo.check_lock()?;
+        lock.fence(repo)?;
         let results: Vec<Result<()>> = repo.block_on(
             stream::iter(batch)
                 .map(|k| async move { repo.store().delete(k).await.map_err(Error::from) })

@@ -3,6 +3,7 @@
 //! New index files are written before old ones are deleted, so a crash at any point leaves a
 //! repository whose index covers at least every pack (duplicates are harmless).
 
+use crate::lock::{ExclusiveLock, WriteLock};
 use std::collections::HashSet;
 
 use lifeboat_types::{IndexId, PackId};
@@ -28,7 +29,7 @@ pub struct RepairReport {
 }
 
 /// Rebuilds every index file from the packs present.
-pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
+pub fn repair_index(repo: &Repository, lock: &ExclusiveLock) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     let old: Vec<IndexId> = repo
         .block_on(repo.store().list("index/"))?
@@ -50,7 +51,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
     good.sort_by_key(|(p, _): &(PackId, _)| *p);
     let mut written = HashSet::new();
     for chunk in good.chunks(MAX_PACKS_PER_INDEX_FILE) {
-        written.extend(repo.save_index(chunk)?);
+        written.extend(repo.save_index(lock, chunk)?);
     }
     report.index_files_written = written.len();
     if !report.packs_unreadable.is_empty() {
@@ -58,7 +59,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
         return Ok(report);
     }
     for id in old.iter().filter(|id| !written.contains(id)) {
-        repo.check_lock()?;
+        lock.fence(repo)?;
         repo.block_on(repo.store().delete(&index_key(id)))?;
         report.index_files_removed += 1;
     }

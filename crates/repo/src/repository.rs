@@ -18,7 +18,7 @@ use crate::index::{
     MAX_PACKS_PER_INDEX_FILE,
 };
 use crate::keys::{KdfParams, KeySlot};
-use crate::lock::{HeldLock, LockKind, LockOptions, LockShared, RepoLock};
+use crate::lock::{ExclusiveLock, LockOptions, SharedLock, WriteLock};
 use crate::pack::{pack_id_from_key, pack_key, parse_trailer, BlobKind, PackEntry, TrailerError};
 use crate::snapshot::{snapshot_key, Snapshot};
 use crate::tree::Tree;
@@ -52,8 +52,6 @@ pub struct Repository {
     key: MasterKey,
     key_id: KeyId,
     config: RepoConfig,
-    /// The lock this process holds, if any; writes check it first (self-fencing).
-    lock: HeldLock,
 }
 
 /// The index as loaded, with what went wrong while loading it.
@@ -106,7 +104,7 @@ impl Repository {
             opts.kdf.unwrap_or_else(KdfParams::from_env),
             "initial",
         )
-        .map_err(Error::Key)?;
+        .map_err(|reason| Error::Kdf { reason })?;
         let slot_bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         rt.block_on(store.put(&key_slot_key(&key_id), slot_bytes.into()))?;
         // The config goes last and only if absent: a concurrent init loses cleanly.
@@ -126,7 +124,6 @@ impl Repository {
             key,
             key_id,
             config,
-            lock: HeldLock::default(),
         })
     }
 
@@ -160,7 +157,6 @@ impl Repository {
                     key,
                     key_id: *key_id,
                     config,
-                    lock: HeldLock::default(),
                 });
             }
         }
@@ -169,27 +165,15 @@ impl Repository {
         })
     }
 
-    /// Takes a repository lock (see [`crate::lock`]); writes made while it is held check it.
-    pub fn lock(&self, kind: LockKind, operation: &str, opts: &LockOptions) -> Result<RepoLock> {
-        crate::lock::acquire(self, kind, operation, opts)
+    /// Takes a shared lock (see [`crate::lock`]) for an operation that only adds objects;
+    /// the guard is what the write paths ask for.
+    pub fn lock_shared(&self, operation: &str, opts: &LockOptions) -> Result<SharedLock> {
+        crate::lock::acquire(self, operation, opts)
     }
 
-    pub(crate) fn set_lock(&self, held: std::sync::Weak<LockShared>) {
-        *self.lock.lock().expect("held lock mutex") = held;
-    }
-
-    /// Ok unless this process took a lock and has lost it: the fence before every write.
-    pub fn check_lock(&self) -> Result<()> {
-        self.block_on(self.check_lock_async())
-    }
-
-    /// [`Repository::check_lock`] from async code.
-    pub async fn check_lock_async(&self) -> Result<()> {
-        let held = self.lock.lock().expect("held lock mutex").upgrade();
-        match held {
-            Some(l) => l.check().await,
-            None => Ok(()),
-        }
+    /// Takes an exclusive lock for an operation that deletes data (prune, repair).
+    pub fn lock_exclusive(&self, operation: &str, opts: &LockOptions) -> Result<ExclusiveLock> {
+        crate::lock::acquire(self, operation, opts)
     }
 
     /// Runs a store future to completion from synchronous code.
@@ -237,50 +221,72 @@ impl Repository {
             kdf.unwrap_or_else(KdfParams::from_env),
             label,
         )
-        .map_err(Error::Key)?;
+        .map_err(|reason| Error::Kdf { reason })?;
         let bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         self.block_on(self.store.put_if_absent(&key_slot_key(&id), bytes.into()))?;
         Ok(id)
     }
 
-    /// Removes a slot; refuses the one in use and the last one.
+    /// Removes a slot; refuses the one in use (so the last one can never go either).
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
         if *id == self.key_id {
-            return Err(Error::Key(
-                "refusing to remove the key slot this session was opened with; open with another password first"
-                    .into(),
-            ));
+            return Err(Error::KeyInUse { id: id.short() });
         }
         let slots = self.list_keys()?;
         if !slots.iter().any(|(k, _)| k == id) {
-            return Err(Error::Key(format!("no key slot {}", id.short())));
+            return Err(Error::KeyNotFound {
+                reference: id.short(),
+            });
         }
         self.block_on(self.store.delete(&key_slot_key(id)))?;
         Ok(())
     }
 
+    /// Replaces the password (or key file) this handle was opened with: adds a slot for the
+    /// new secret, then removes the old slot. A crash in between leaves both working, never
+    /// neither. Afterwards this handle names the new slot.
+    pub fn change_password(
+        &mut self,
+        secret: &[u8],
+        label: &str,
+        kdf: Option<KdfParams>,
+    ) -> Result<KeyId> {
+        let new = self.add_key(secret, label, kdf)?;
+        let old = self.key_id;
+        self.key_id = new;
+        self.block_on(self.store.delete(&key_slot_key(&old)))?;
+        Ok(new)
+    }
+
     /// Resolves a key slot from a full id or unique prefix.
     pub fn resolve_key(&self, reference: &str) -> Result<KeyId> {
+        if reference.trim().is_empty() {
+            return Err(Error::KeyNotFound {
+                reference: reference.into(),
+            });
+        }
         let ids: Vec<KeyId> = self
             .list_keys()?
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| k.to_hex().starts_with(reference))
+            .filter(|k| k.to_hex().starts_with(&reference.to_ascii_lowercase()))
             .collect();
         match ids.as_slice() {
             [one] => Ok(*one),
-            [] => Err(Error::Key(format!("no key slot matches {reference:?}"))),
-            _ => Err(Error::Key(format!(
-                "key slot prefix {reference:?} is ambiguous"
-            ))),
+            [] => Err(Error::KeyNotFound {
+                reference: reference.into(),
+            }),
+            _ => Err(Error::AmbiguousKey {
+                reference: reference.into(),
+            }),
         }
     }
 
     // ---- snapshots ---------------------------------------------------------------------
 
     /// Writes a snapshot; the last step of a backup.
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        self.check_lock()?;
+    pub fn save_snapshot(&self, lock: &dyn WriteLock, snap: &Snapshot) -> Result<SnapshotId> {
+        lock.fence(self)?;
         let id = SnapshotId(rand::random());
         self.block_on(
             self.store
@@ -290,8 +296,13 @@ impl Repository {
     }
 
     /// Writes a snapshot under a chosen id unless one exists; false if it already did.
-    pub fn save_snapshot_as(&self, id: &SnapshotId, snap: &Snapshot) -> Result<bool> {
-        self.check_lock()?;
+    pub fn save_snapshot_as(
+        &self,
+        lock: &dyn WriteLock,
+        id: &SnapshotId,
+        snap: &Snapshot,
+    ) -> Result<bool> {
+        lock.fence(self)?;
         match self.block_on(
             self.store
                 .put_if_absent(&snapshot_key(id), snap.seal(&self.key, id).into()),
@@ -395,13 +406,18 @@ impl Repository {
     /// Writes index files for these packs (after the packs themselves are stored), splitting
     /// so that no file exceeds [`MAX_PACKS_PER_INDEX_FILE`] packs or
     /// [`MAX_ENTRIES_PER_INDEX_FILE`] entries: loading then never holds a huge file decoded.
-    pub fn save_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<Vec<IndexId>> {
-        self.block_on(self.save_index_async(packs))
+    pub fn save_index(
+        &self,
+        lock: &dyn WriteLock,
+        packs: &[(PackId, Vec<PackEntry>)],
+    ) -> Result<Vec<IndexId>> {
+        self.block_on(self.save_index_async(lock, packs))
     }
 
     /// [`Repository::save_index`] from async code.
     pub async fn save_index_async(
         &self,
+        lock: &dyn WriteLock,
         packs: &[(PackId, Vec<PackEntry>)],
     ) -> Result<Vec<IndexId>> {
         let mut written = Vec::new();
@@ -411,19 +427,23 @@ impl Repository {
                 && (i - start >= MAX_PACKS_PER_INDEX_FILE
                     || entries + e.len() > MAX_ENTRIES_PER_INDEX_FILE)
             {
-                written.push(self.save_index_file(&packs[start..i]).await?);
+                written.push(self.save_index_file(lock, &packs[start..i]).await?);
                 (start, entries) = (i, 0);
             }
             entries += e.len();
         }
         if start < packs.len() {
-            written.push(self.save_index_file(&packs[start..]).await?);
+            written.push(self.save_index_file(lock, &packs[start..]).await?);
         }
         Ok(written)
     }
 
-    async fn save_index_file(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
-        self.check_lock_async().await?;
+    async fn save_index_file(
+        &self,
+        lock: &dyn WriteLock,
+        packs: &[(PackId, Vec<PackEntry>)],
+    ) -> Result<IndexId> {
+        lock.lease().check_for(&self.store).await?;
         let (id, bytes) = encode_index(&self.key, packs);
         self.store.put(&index_key(&id), bytes.into()).await?;
         Ok(id)

@@ -55,6 +55,8 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Existing-file policy.
     pub overwrite: Overwrite,
+    /// Cancel to stop between packs: temp files are removed, completed files stay.
+    pub cancel: lifeboat_types::CancelToken,
 }
 
 impl RestoreOptions {
@@ -68,6 +70,7 @@ impl RestoreOptions {
                 .map(|n| n.get() * 2)
                 .unwrap_or(4),
             overwrite: Overwrite::IfChanged,
+            cancel: lifeboat_types::CancelToken::new(),
         }
     }
 }
@@ -243,6 +246,10 @@ pub fn run(
         let Some((pack, mut blobs)) = jobs.lock().expect("jobs").pop() else {
             return;
         };
+        if opts.cancel.is_cancelled() {
+            stop.store(true, Ordering::Relaxed);
+            fatal.lock().expect("fatal").get_or_insert(Error::Cancelled);
+        }
         if stop.load(Ordering::Relaxed) {
             return;
         }
@@ -535,7 +542,7 @@ fn build_include(patterns: &[String]) -> Result<Option<GlobSet>> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    crate::walk::glob_set(patterns, "--include").map(Some)
+    crate::walk::glob_set(patterns, "include").map(Some)
 }
 
 /// Collects what to restore below `tree`; returns true if anything was selected.

@@ -396,18 +396,22 @@ mod tests {
     use crate::tree::Node;
 
     fn snapshot(repo: &Repository, tree: BlobId, secs: i64) -> SnapshotId {
-        repo.save_snapshot(&Snapshot {
-            version: SNAPSHOT_VERSION,
-            time: Timestamp::from_second(secs).unwrap(),
-            host: "h".into(),
-            username: "u".into(),
-            paths: vec!["/x".into()],
-            tags: vec![],
-            parent: None,
-            tree,
-            original: None,
-            summary: Summary::default(),
-        })
+        let lock = repo.lock_shared("test", &Default::default()).unwrap();
+        repo.save_snapshot(
+            &lock,
+            &Snapshot {
+                version: SNAPSHOT_VERSION,
+                time: Timestamp::from_second(secs).unwrap(),
+                host: "h".into(),
+                username: "u".into(),
+                paths: vec!["/x".into()],
+                tags: vec![],
+                parent: None,
+                tree,
+                original: None,
+                summary: Summary::default(),
+            },
+        )
         .unwrap()
     }
 

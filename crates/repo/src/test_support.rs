@@ -38,7 +38,8 @@ pub fn put_blobs(repo: &Repository, kind: BlobKind, blobs: &[Vec<u8>]) -> Vec<Bl
     let pack = w.finish(repo.key());
     repo.block_on(repo.store().put(&pack_key(&pack.id), pack.bytes.into()))
         .expect("put pack");
-    repo.save_index(&[(pack.id, pack.entries)])
+    let lock = repo.lock_shared("test", &Default::default()).expect("lock");
+    repo.save_index(&lock, &[(pack.id, pack.entries)])
         .expect("save index");
     ids
 }

@@ -14,6 +14,7 @@ use futures::stream::{self, StreamExt};
 use lifeboat_types::PackId;
 
 use crate::error::{Error, Result};
+use crate::lock::WriteLock;
 use crate::repository::Repository;
 
 const MAGIC: &[u8; 4] = b"LBVF";
@@ -120,6 +121,7 @@ pub fn load(repo: &Repository) -> Result<(VerifiedAt, Vec<String>, Vec<String>)>
 /// `force_merge`, e.g. to replace a damaged one).
 pub fn record(
     repo: &Repository,
+    lock: &dyn WriteLock,
     fresh: &VerifiedAt,
     known: &VerifiedAt,
     read_objects: &[String],
@@ -145,6 +147,7 @@ pub fn record(
     }
     let object = format!("verified/{}", hex::encode(rand::random::<[u8; 16]>()));
     let sealed = repo.key().seal(&encode(&out), &aad(&object));
+    lock.fence(repo)?;
     repo.block_on(repo.store().put(&object, sealed.into()))?;
     if merge {
         // Only the records this run read: a concurrent check's new record survives.

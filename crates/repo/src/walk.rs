@@ -64,15 +64,15 @@ impl VirtualDir {
 }
 
 /// Compiles user globs; `flag` names the option in the error message.
-pub(crate) fn glob_set(patterns: &[String], flag: &str) -> Result<globset::GlobSet, crate::Error> {
+pub(crate) fn glob_set(patterns: &[String], what: &str) -> Result<globset::GlobSet, crate::Error> {
     let mut b = globset::GlobSetBuilder::new();
     for p in patterns {
         let glob = globset::Glob::new(p)
-            .map_err(|e| crate::Error::InvalidInput(format!("bad {flag} pattern {p:?}: {e}")))?;
+            .map_err(|e| crate::Error::InvalidInput(format!("bad {what} pattern {p:?}: {e}")))?;
         b.add(glob);
     }
     b.build()
-        .map_err(|e| crate::Error::InvalidInput(format!("bad {flag} patterns: {e}")))
+        .map_err(|e| crate::Error::InvalidInput(format!("bad {what} patterns: {e}")))
 }
 
 /// Makes a path absolute and lexically normal without resolving symlinks in the last component.

@@ -129,7 +129,6 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
     #[test]
     fn arbitrary_trees_round_trip(children in prop::collection::btree_map("[a-z]{1,6}", entry(), 0..8)) {
-        std::env::set_var("LIFEBOAT_INSECURE_TEST_KDF", "1");
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         write(&src, &Entry::Dir(children, 0o755));
@@ -138,10 +137,12 @@ proptest! {
         let opts = InitOptions {
             chunker: Some(ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }),
             pack_size_bytes: Some(64 * 1024),
+            kdf: Some(lifeboat_repo::keys::KdfParams::insecure_for_tests()),
             ..Default::default()
         };
         let repo = Repository::init(store, rt.handle().clone(), b"pw", opts).unwrap();
-        let first = backup::run(&repo, &BackupOptions::new(vec![src.clone()]), &NoProgress).unwrap();
+        let lock = repo.lock_shared("test", &Default::default()).unwrap();
+        let first = backup::run(&repo, &lock, &BackupOptions::new(vec![src.clone()]), &NoProgress).unwrap();
         prop_assert_eq!(first.snapshot.summary.errors, 0);
 
         let target = tmp.path().join("out");
@@ -151,7 +152,7 @@ proptest! {
         prop_assert!(summary.errors.is_empty(), "{:?}", summary.errors);
         assert_same(&src, &target.join(src.strip_prefix("/").unwrap()));
 
-        let second = backup::run(&repo, &BackupOptions::new(vec![src.clone()]), &NoProgress).unwrap();
+        let second = backup::run(&repo, &lock, &BackupOptions::new(vec![src.clone()]), &NoProgress).unwrap();
         prop_assert_eq!(second.snapshot.summary.bytes_read, 0);
         // Ancestors of `src` (e.g. /tmp) change as tests run; the source's own tree must not.
         prop_assert_eq!(subtree(&repo, &second.snapshot.tree, &src), subtree(&repo, &first.snapshot.tree, &src));

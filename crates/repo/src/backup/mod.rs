@@ -17,18 +17,19 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use globset::GlobSet;
 use jiff::Timestamp;
-use lifeboat_types::{BlobId, SnapshotId};
+use lifeboat_types::{BlobId, CancelToken, SnapshotId};
 
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::index::MAX_PACKS_PER_INDEX_FILE;
+use crate::lock::WriteLock;
 use crate::pack::{BlobKind, FinishedPack, PackWriter};
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -74,8 +75,8 @@ pub struct BackupOptions {
     pub stdin: Option<(String, StdinSource)>,
     /// Worker threads per stage (default: available cores).
     pub threads: usize,
-    /// Set to stop early; no snapshot is written.
-    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Cancel to stop early: packs already uploaded are indexed, no snapshot is written.
+    pub cancel: CancelToken,
     /// Snapshot time to record instead of now (importing history, tests of retention).
     pub time: Option<Timestamp>,
 }
@@ -94,7 +95,7 @@ impl BackupOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            interrupt: None,
+            cancel: CancelToken::new(),
             time: None,
         }
     }
@@ -114,7 +115,7 @@ pub struct BackupResult {
 /// A chunk not yet in the repository, on its way to compression.
 
 fn build_globs(patterns: &[String]) -> Result<GlobSet> {
-    crate::walk::glob_set(patterns, "--exclude")
+    crate::walk::glob_set(patterns, "exclude")
 }
 
 /// Opens a file for reading without updating its atime where the OS allows it.
@@ -129,9 +130,11 @@ fn open_source(path: &Path) -> io::Result<File> {
     }
 }
 
-/// Runs a backup and writes a snapshot; on any error or interrupt no snapshot is written.
+/// Runs a backup and writes a snapshot; on any error or cancellation no snapshot is written,
+/// but every pack already uploaded is indexed so the next backup reuses it.
 pub fn run(
     repo: &Repository,
+    lock: &dyn WriteLock,
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupResult> {
@@ -188,7 +191,8 @@ pub fn run(
         pending_index: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         abort: AtomicBool::new(false),
-        interrupt: opts.interrupt.clone(),
+        cancel: opts.cancel.clone(),
+        lock,
         data_blobs: AtomicU64::new(0),
         tree_blobs: AtomicU64::new(0),
         bytes_added: AtomicU64::new(0),
@@ -291,6 +295,7 @@ pub fn run(
             jobs: job_tx,
             dirs: Vec::new(),
             next_job: 0,
+            job_is_new: Vec::new(),
             excludes,
             force_full: opts.force_full,
             summary: Summary::default(),
@@ -313,6 +318,7 @@ pub fn run(
         let Walker {
             dirs,
             next_job,
+            job_is_new: walker_new,
             mut summary,
             warnings: mut walk_warnings,
             jobs,
@@ -327,7 +333,7 @@ pub fn run(
         for (idx, path, r) in done_rx.iter() {
             match r {
                 Ok(r) => results[idx] = Some(r),
-                Err(ReadError::Io(e)) => paths_failed.push((path, e)),
+                Err(ReadError::Io(e)) => paths_failed.push((idx, path, e)),
                 Err(ReadError::Aborted) => {}
             }
         }
@@ -338,7 +344,13 @@ pub fn run(
             .into_iter()
             .for_each(|h| h.join().expect("compressor thread panicked"));
         let root_children = walked?;
-        for (path, e) in paths_failed {
+        for (idx, path, e) in paths_failed {
+            // Counted as new or changed when queued; it was neither stored nor kept.
+            if walker_new[idx] {
+                summary.files_new -= 1;
+            } else {
+                summary.files_changed -= 1;
+            }
             summary.errors += 1;
             let msg = format!("cannot read {}: {e}; skipped", path.display());
             shared.progress.warn(&msg);
@@ -349,12 +361,14 @@ pub fn run(
             uploaders
                 .into_iter()
                 .for_each(|h| h.join().expect("uploader thread panicked"));
-            return Err(shared
+            let err = shared
                 .error
                 .lock()
                 .expect("lock")
                 .take()
-                .unwrap_or(Error::Interrupted));
+                .unwrap_or(Error::Cancelled);
+            shared.index_uploaded(&mut walk_warnings);
+            return Err(err);
         }
 
         let root = build_trees(
@@ -370,6 +384,7 @@ pub fn run(
             .into_iter()
             .for_each(|h| h.join().expect("uploader thread panicked"));
         if let Some(e) = shared.error.lock().expect("lock").take() {
+            shared.index_uploaded(&mut walk_warnings);
             return Err(e);
         }
         Ok((root, summary, walk_warnings))
@@ -379,7 +394,7 @@ pub fn run(
 
     let rest = std::mem::take(&mut *shared.pending_index.lock().expect("lock"));
     for chunk in rest.chunks(MAX_PACKS_PER_INDEX_FILE) {
-        repo.save_index(chunk)?;
+        repo.save_index(lock, chunk)?;
     }
     summary.data_blobs_added = shared.data_blobs.load(Ordering::Relaxed);
     summary.tree_blobs_added = shared.tree_blobs.load(Ordering::Relaxed);
@@ -399,16 +414,12 @@ pub fn run(
         original: None,
         summary,
     };
-    // Last chance to honour Ctrl-C: packs and index are kept (the next backup reuses them),
+    // Last chance to honour a cancel: packs and index are kept (the next backup reuses them),
     // but no snapshot appears.
-    if opts
-        .interrupt
-        .as_ref()
-        .is_some_and(|i| i.load(Ordering::SeqCst))
-    {
-        return Err(Error::Interrupted);
+    if opts.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
     }
-    let id = repo.save_snapshot(&snapshot)?;
+    let id = repo.save_snapshot(lock, &snapshot)?;
     Ok(BackupResult {
         id,
         snapshot,

@@ -3,16 +3,17 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
-use lifeboat_types::{BlobId, PackId};
+use lifeboat_types::{BlobId, CancelToken, PackId};
 
 use super::PACKS_PER_CHECKPOINT;
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
 use crate::error::Error;
 use crate::index::Index;
+use crate::lock::WriteLock;
 use crate::pack::{pack_key, FinishedPack, PackEntry, PackWriter};
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -38,7 +39,8 @@ pub(super) struct Shared<'a> {
     pub(super) pending_index: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
     pub(super) error: Mutex<Option<Error>>,
     pub(super) abort: AtomicBool,
-    pub(super) interrupt: Option<Arc<AtomicBool>>,
+    pub(super) cancel: CancelToken,
+    pub(super) lock: &'a dyn WriteLock,
     pub(super) data_blobs: AtomicU64,
     pub(super) tree_blobs: AtomicU64,
     pub(super) bytes_added: AtomicU64,
@@ -68,12 +70,8 @@ impl Shared<'_> {
     }
 
     pub(super) fn stopped(&self) -> bool {
-        if self
-            .interrupt
-            .as_ref()
-            .is_some_and(|i| i.load(Ordering::Relaxed))
-        {
-            self.fail(Error::Interrupted);
+        if self.cancel.is_cancelled() {
+            self.fail(Error::Cancelled);
         }
         self.abort.load(Ordering::Relaxed)
     }
@@ -160,8 +158,23 @@ impl Shared<'_> {
             (p.len() >= PACKS_PER_CHECKPOINT).then(|| std::mem::take(&mut *p))
         };
         if let Some(packs) = checkpoint {
-            if let Err(e) = self.repo.save_index(&packs) {
+            if let Err(e) = self.repo.save_index(self.lock, &packs) {
                 self.fail(e);
+            }
+        }
+    }
+
+    /// After a failed or cancelled run: indexes the packs already uploaded, so the next backup
+    /// reuses them instead of uploading them again. A failure here is only a warning (the
+    /// packs stay as unindexed garbage for prune; the run's own error is what matters).
+    pub(super) fn index_uploaded(&self, warnings: &mut Vec<String>) {
+        let packs = std::mem::take(&mut *self.pending_index.lock().expect("index lock"));
+        for chunk in packs.chunks(crate::index::MAX_PACKS_PER_INDEX_FILE) {
+            if let Err(e) = self.repo.save_index(self.lock, chunk) {
+                let msg = format!("cannot index the packs uploaded before stopping: {e}");
+                self.progress.warn(&msg);
+                warnings.push(msg);
+                return;
             }
         }
     }

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Sender;
 use jiff::Timestamp;
@@ -26,7 +25,7 @@ pub(super) fn backup_stream(
 ) -> Result<Vec<Child>> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::InvalidInput(format!(
-            "--stdin-filename {name:?} must be a plain file name"
+            "stream file name {name:?} must be a plain file name (no slash, not empty)"
         )));
     }
     let mut chunker = Chunker::new(params, chunker_key);
@@ -37,7 +36,7 @@ pub(super) fn backup_stream(
             .lock()
             .expect("lock")
             .take()
-            .unwrap_or(Error::Interrupted),
+            .unwrap_or(Error::Cancelled),
     };
     let (ids, size) = match src {
         StdinSource::Stdin => shared
@@ -48,15 +47,13 @@ pub(super) fn backup_stream(
                 .split_first()
                 .ok_or_else(|| Error::InvalidInput("no command given".into()))?;
             let shown = argv.join(" ");
-            let mut child = Command::new(prog)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| Error::CommandFailed {
-                    command: shown.clone(),
-                    status: format!("cannot start: {e}"),
-                })?;
+            let mut cmd = Command::new(prog);
+            cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+            die_with_parent(&mut cmd);
+            let mut child = cmd.spawn().map_err(|e| Error::CommandFailed {
+                command: shown.clone(),
+                status: format!("cannot start: {e}"),
+            })?;
             let out = child.stdout.take().expect("stdout is piped");
             let r = shared.chunk_stream(&mut chunker, out, blobs);
             if r.is_err() {
@@ -68,12 +65,8 @@ pub(super) fn backup_stream(
             let r = r.map_err(|e| map_err(e, prog))?;
             if !status.success() {
                 // Ctrl-C on a terminal reaches the command too; report the interrupt, not its death.
-                if shared
-                    .interrupt
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::SeqCst))
-                {
-                    return Err(Error::Interrupted);
+                if shared.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
                 }
                 shared.fail(Error::CommandFailed {
                     command: shown.clone(),
@@ -106,4 +99,30 @@ pub(super) fn backup_stream(
         subtree: None,
         target: None,
     })])
+}
+
+/// Makes the command receive SIGKILL when the thread that started it dies, so a SIGKILLed
+/// `lifeboat` never leaves a dump running (and writing somewhere) without a reader.
+///
+/// The death signal is tied to the forking *thread*: the caller starts the command on the
+/// thread that then reads its output until it exits, so that thread outlives the child.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: `pre_exec` runs the closure in the forked child before `exec`. The closure only
+    // makes two async-signal-safe system calls (prctl(PR_SET_PDEATHSIG), getppid) and builds
+    // an `io::Error` from a raw errno, which does not allocate; it touches no locks or shared
+    // state of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            // The parent may have died between fork and prctl: then nobody reads our output.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }

@@ -31,6 +31,8 @@ pub(super) struct Walker<'a, 'b> {
     pub(super) jobs: Sender<FileJob>,
     pub(super) dirs: Vec<DirBuild>,
     pub(super) next_job: usize,
+    /// Per job: whether the file is new (else changed) — to correct the counts if it fails.
+    pub(super) job_is_new: Vec<bool>,
     pub(super) excludes: GlobSet,
     pub(super) force_full: bool,
     pub(super) summary: Summary,
@@ -85,7 +87,7 @@ impl Walker<'_, '_> {
         let mut children = Vec::new();
         for (name, entry) in &v.children {
             if self.shared.stopped() {
-                return Err(Error::Interrupted);
+                return Err(Error::Cancelled);
             }
             let path = match entry {
                 VirtualEntry::Dir(_, p) | VirtualEntry::Source(p) => p,
@@ -136,7 +138,7 @@ impl Walker<'_, '_> {
         let mut children = Vec::with_capacity(entries.len());
         for (name, p) in entries {
             if self.shared.stopped() {
-                return Err(Error::Interrupted);
+                return Err(Error::Cancelled);
             }
             if self.excluded(&p) {
                 continue;
@@ -197,6 +199,7 @@ impl Walker<'_, '_> {
                     self.shared.progress.add_total(node.size);
                     let job = self.next_job;
                     self.next_job += 1;
+                    self.job_is_new.push(old.is_none());
                     self.jobs
                         .send(FileJob {
                             idx: job,
@@ -208,7 +211,7 @@ impl Walker<'_, '_> {
                                 .lock()
                                 .expect("lock")
                                 .take()
-                                .unwrap_or(Error::Interrupted)
+                                .unwrap_or(Error::Cancelled)
                         })?;
                     children.push(Child::File { node, job });
                 }

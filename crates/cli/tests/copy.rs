@@ -713,9 +713,8 @@ fn copy_refuses_a_damaged_source_blob_and_writes_no_snapshot() {
         common::files_below(&target_dir.join("snapshots"), true).is_empty(),
         "a snapshot of damaged data was copied ({id})"
     );
-    // Nothing was indexed in the target either, so a check finds no error; the failed copy
-    // released its locks on both sides.
-    assert!(common::files_below(&target_dir.join("index"), true).is_empty());
+    // Packs sent before the damaged blob are indexed (a rerun reuses them), so a check of the
+    // target finds no error; the failed copy released its locks on both sides.
     assert!(common::files_below(&target_dir.join("locks"), true).is_empty());
     assert!(common::files_below(&source_dir.join("locks"), true).is_empty());
     let c = target.run(&["--json", "check"]);

@@ -148,6 +148,13 @@ pub enum Error {
         /// Where the write was going.
         repository: String,
     },
+    /// An engine thread panicked (a bug): the run's outcome is unknown, but every write
+    /// path is crash-safe, so the repository is as consistent as after a crash.
+    #[error("the {engine} engine panicked; the repository is consistent, run check to be sure")]
+    EnginePanicked {
+        /// Which engine.
+        engine: &'static str,
+    },
     /// Prune found something that makes deleting unsafe; it stopped before deleting anything.
     #[error("prune refused: {reason}; nothing was deleted")]
     PruneRefused {
@@ -197,7 +204,9 @@ impl Error {
             | Error::KeyNotFound { .. } => ErrorClass::NotFound,
             Error::AlreadyInitialized { .. } | Error::LockLost { .. } => ErrorClass::Conflict,
             Error::WrongPassword { .. } => ErrorClass::Auth,
-            Error::UnsupportedVersion { .. } | Error::CommandFailed { .. } => ErrorClass::Permanent,
+            Error::UnsupportedVersion { .. }
+            | Error::CommandFailed { .. }
+            | Error::EnginePanicked { .. } => ErrorClass::Permanent,
             Error::Corrupt { .. } | Error::PruneRefused { .. } => ErrorClass::Corrupt,
             Error::AmbiguousSnapshot { .. }
             | Error::EmptySnapshotReference

@@ -37,6 +37,7 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod service;
 pub mod snapshot;
 pub mod stats;
 #[cfg(test)]

@@ -55,7 +55,27 @@ pub(super) fn backup_stream(
                 status: format!("cannot start: {e}"),
             })?;
             let out = child.stdout.take().expect("stdout is piped");
-            let r = shared.chunk_stream(&mut chunker, out, blobs);
+            // A quiet command would block the read past a cancel: kill it when cancelled.
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let r = std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        if shared
+                            .cancel
+                            .wait_timeout(std::time::Duration::from_millis(50))
+                        {
+                            // Not yet reaped (we wait below, after this thread ends): the pid
+                            // is still the child's.
+                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                            return;
+                        }
+                    }
+                });
+                let r = shared.chunk_stream(&mut chunker, out, blobs);
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                r
+            });
             if r.is_err() {
                 let _ = child.kill();
             }

@@ -83,7 +83,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     let bar = Bar::new(g.show_progress(), g.quiet || g.json, "backup");
     let result = backup::run(&s.repo, &lock, &opts, &bar);
     bar.finish();
-    let r = result?;
+    let r = result.map_err(|e| match e {
+        lifeboat_repo::Error::Cancelled => anyhow::Error::new(e).context(
+            "interrupted: no snapshot was written; the packs already uploaded are indexed, so the next backup reuses them",
+        ),
+        e => e.into(),
+    })?;
     let sum = &r.snapshot.summary;
     if g.json {
         print_json(&serde_json::json!({

@@ -56,6 +56,8 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         }
         Error::KeyInUse { .. } => "open the repository with another --password-file or --key-file",
         Error::LockLost { .. } => "run the command again",
+        Error::BadPattern { what: "include", .. } => "fix the --include pattern",
+        Error::BadPattern { .. } => "fix the --exclude pattern",
         Error::UnrelatedRepositories { .. } => {
             "create the target with `lifeboat init --copy-chunker-params --from SOURCE`"
         }

@@ -238,7 +238,8 @@ fn unreadable_source_files_are_skipped_with_exit_3() {
     r.expect_code(3);
     let b = r.json();
     assert_eq!(num(&b["summary"], "errors"), 2, "{b:#}");
-    assert_eq!(num(&b["summary"], "files_new"), 3, "{b:#}");
+    // The unreadable file is an error, not a new file (it was not stored).
+    assert_eq!(num(&b["summary"], "files_new"), 2, "{b:#}");
     let warnings = b["warnings"].to_string();
     assert!(warnings.contains("secret.txt"), "{b:#}");
     assert!(warnings.contains("locked"), "{b:#}");

@@ -140,6 +140,16 @@ pub enum Error {
         /// The copy target.
         target_location: String,
     },
+    /// A glob pattern (exclude, include) does not parse.
+    #[error("bad {what} pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// Which list: "exclude" or "include".
+        what: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// What the glob parser said.
+        reason: String,
+    },
     /// A lock guard taken on one repository was passed to a write on another.
     #[error("the lock passed in belongs to {lock}, not to {repository}")]
     LockMismatch {
@@ -215,7 +225,8 @@ impl Error {
             | Error::Kdf { .. }
             | Error::InvalidInput(_)
             | Error::LockMismatch { .. }
-            | Error::UnrelatedRepositories { .. } => ErrorClass::InvalidInput,
+            | Error::UnrelatedRepositories { .. }
+            | Error::BadPattern { .. } => ErrorClass::InvalidInput,
             Error::Store(e) => match e {
                 lifeboat_store::Error::AlreadyExists { .. } => ErrorClass::Conflict,
                 e if e.is_not_found() => ErrorClass::NotFound,

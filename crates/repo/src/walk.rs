@@ -64,15 +64,24 @@ impl VirtualDir {
 }
 
 /// Compiles user globs; `flag` names the option in the error message.
-pub(crate) fn glob_set(patterns: &[String], what: &str) -> Result<globset::GlobSet, crate::Error> {
+pub(crate) fn glob_set(
+    patterns: &[String],
+    what: &'static str,
+) -> Result<globset::GlobSet, crate::Error> {
     let mut b = globset::GlobSetBuilder::new();
     for p in patterns {
-        let glob = globset::Glob::new(p)
-            .map_err(|e| crate::Error::InvalidInput(format!("bad {what} pattern {p:?}: {e}")))?;
+        let glob = globset::Glob::new(p).map_err(|e| crate::Error::BadPattern {
+            what,
+            pattern: p.clone(),
+            reason: e.to_string(),
+        })?;
         b.add(glob);
     }
-    b.build()
-        .map_err(|e| crate::Error::InvalidInput(format!("bad {what} patterns: {e}")))
+    b.build().map_err(|e| crate::Error::BadPattern {
+        what,
+        pattern: patterns.join(" "),
+        reason: e.to_string(),
+    })
 }
 
 /// Makes a path absolute and lexically normal without resolving symlinks in the last component.

@@ -1,6 +1,7 @@
 //! Storage facade for Lifeboat: one small async API over local disk, memory and S3, with
 //! atomic and conditional writes, bounded retries and errors that tell the user what to do.
 
+mod class;
 mod error;
 mod location;
 mod retry;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use lifeboat_repo::{InitOptions, Repository};
 
 use crate::common::{print_json, runtime, GlobalArgs, OtherRepo};
+use crate::kdf::KdfArgs;
 
 /// Arguments of `init`.
 #[derive(clap::Args)]
@@ -30,6 +31,8 @@ pub struct Args {
     /// Key file of the --from repository.
     #[arg(long, env = "LIFEBOAT_FROM_KEY_FILE")]
     from_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 /// Runs `init`.
@@ -42,6 +45,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     }
     let mut opts = InitOptions {
         compression_level: Some(a.compression),
+        kdf: a.kdf.params()?,
         ..Default::default()
     };
     if a.copy_chunker_params {

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use crate::common::{open, print_json, GlobalArgs};
+use crate::kdf::KdfArgs;
 
 /// Arguments of `key`.
 #[derive(clap::Args)]
@@ -26,6 +27,8 @@ struct NewSecret {
     /// Label for the new slot.
     #[arg(long, default_value = "")]
     label: String,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 impl NewSecret {
@@ -113,7 +116,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             }
         }
         Action::Add(n) => {
-            let id = repo.add_key(&n.read()?, &n.label, None)?;
+            let id = repo.add_key(&n.read()?, &n.label, n.kdf.params()?)?;
             report(g, "added", &id.to_hex())?;
         }
         Action::Remove { id } => {
@@ -123,7 +126,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         }
         Action::Passwd(n) => {
             // Add first, then remove: a crash in between leaves both passwords working.
-            let id = repo.add_key(&n.read()?, &n.label, None)?;
+            let id = repo.add_key(&n.read()?, &n.label, n.kdf.params()?)?;
             repo.block_on(
                 repo.store()
                     .delete(&format!("keys/{}", repo.key_id().to_hex())),

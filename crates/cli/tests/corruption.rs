@@ -8,6 +8,8 @@
 //! has its own data pack, tree pack, index file and snapshot file, and damage to one backup's
 //! objects must leave the other's restore byte-identical.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,7 +137,7 @@ fn source(root: &Path, seed: u64) -> PathBuf {
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let a = backup(&lb, source(&tmp.path().join("a"), 1));
     let b = backup(&lb, source(&tmp.path().join("b"), 2));
     let (run, _) = lb.check(&["--read-data"]);
@@ -384,7 +386,7 @@ fn flipped_byte_in_snapshot_file() {
 fn unknown_format_version_says_upgrade() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let src = source(&tmp.path().join("src"), 3);
     let id = lb.backup(&[&src]);
 
@@ -425,7 +427,7 @@ fn unknown_format_version_says_upgrade() {
 fn wrong_password_exits_11() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let bad = lb.with_password("not the password");
     for args in [
         vec!["snapshots"],

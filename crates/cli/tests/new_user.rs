@@ -5,6 +5,10 @@
 
 mod common;
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use common::*;
 
 fn assert_mentions(r: &Run, needles: &[&str]) {
@@ -12,6 +16,45 @@ fn assert_mentions(r: &Run, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
     }
+}
+
+/// Every directory 0700 and every file 0600 below `root` (and `root` itself).
+fn assert_owner_only(root: &Path) {
+    let mut bad = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    let mut files = 0;
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        if md.is_dir() {
+            if mode != 0o700 {
+                bad.push(format!("dir {} is {mode:o}", p.display()));
+            }
+            stack.extend(fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else {
+            files += 1;
+            if mode != 0o600 {
+                bad.push(format!("file {} is {mode:o}", p.display()));
+            }
+        }
+    }
+    assert!(
+        files >= 4,
+        "expected config, key, index, pack, snapshot files"
+    );
+    assert!(bad.is_empty(), "not owner-only:\n  {}", bad.join("\n  "));
+}
+
+#[test]
+fn repository_files_are_owner_only() {
+    let t = tempdir();
+    let dir = t.path().join("repo");
+    let repo = Repo::at(&dir);
+    repo.init();
+    write(&t.path().join("src/f"), &random_bytes(4, 100_000));
+    repo.backup(&[t.path().join("src")]);
+    assert!(dir.join("keys").is_dir() && dir.join("snapshots").is_dir());
+    assert_owner_only(&dir);
 }
 
 fn key_params(repo: &Repo) -> Vec<(u64, u64)> {

@@ -3,6 +3,7 @@
 
 mod class;
 mod error;
+mod local;
 mod location;
 mod retry;
 
@@ -216,12 +217,25 @@ impl Store {
             PutMode::Create => "put_if_absent",
             _ => "put",
         };
+        let local_io = |e: std::io::Error| {
+            let err = object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            };
+            self.classify(op, path.as_ref(), err)
+        };
+        if let Some(root) = self.local_root() {
+            local::create_private_parents(root, path.as_ref()).map_err(local_io)?;
+        }
         self.inner
             .store
             .put_opts(path, payload, PutOptions::from(mode))
             .await
-            .map(drop)
-            .map_err(|e| self.classify(op, path.as_ref(), e))
+            .map_err(|e| self.classify(op, path.as_ref(), e))?;
+        if let Some(root) = self.local_root() {
+            local::make_private(root, path.as_ref()).map_err(local_io)?;
+        }
+        Ok(())
     }
 
     /// Read the whole object at `key`.

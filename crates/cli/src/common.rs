@@ -14,7 +14,8 @@ use tokio::runtime::Runtime;
 /// Options accepted by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: a path, file:///path, or s3://bucket/prefix.
+    /// Repository location: a path, file:///path, or s3://bucket/prefix (endpoint in
+    /// --s3-endpoint).
     #[arg(short = 'r', long = "repo", env = "LIFEBOAT_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the password from this file (first line).

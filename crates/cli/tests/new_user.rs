@@ -18,6 +18,66 @@ fn assert_mentions(r: &Run, needles: &[&str]) {
     }
 }
 
+#[test]
+fn restic_style_locations_are_refused_with_the_expected_syntax() {
+    let t = tempdir();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "s3:minio.local:9000/bucket/prefix",
+            &[
+                "s3://bucket/prefix",
+                "--s3-endpoint https://minio.local:9000",
+            ],
+        ),
+        (
+            "s3:s3.amazonaws.com/bucket",
+            &["s3://bucket", "--s3-endpoint"],
+        ),
+        ("sftp:user@host:/srv/repo", &["sftp", "s3://BUCKET/PREFIX"]),
+        ("rest:http://host:8000/", &["rest", "file:///path"]),
+        ("azure:container:/path", &["azure"]),
+        ("gs:bucket:/path", &["gs"]),
+        ("b2:bucket:path", &["b2"]),
+        ("rclone:remote:path", &["rclone"]),
+        ("~/backup", &["'~' was not expanded", "$HOME"]),
+    ];
+    for (location, needles) in cases {
+        for args in [INIT.as_slice(), &["snapshots"]] {
+            let mut c = lifeboat_cmd(Some(PASSWORD));
+            c.current_dir(t.path()).arg("-r").arg(location).args(args);
+            let r = run_cmd(c);
+            assert_eq!(r.code(), Some(1), "{location}: {}", r.stderr());
+            assert_mentions(&r, &["invalid storage location", location]);
+            assert_mentions(&r, needles);
+        }
+    }
+    let left: Vec<_> = fs::read_dir(t.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "refused locations created {left:?}");
+}
+
+#[test]
+fn init_refuses_a_non_empty_directory_that_is_not_a_repository() {
+    let t = tempdir();
+    let dir = t.path().join("photos");
+    write(&dir.join("holiday.jpg"), b"not a repository");
+    let repo = Repo::at(&dir);
+    let r = run_cmd(repo.cmd(&INIT));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr());
+    assert_mentions(&r, &[&dir.display().to_string(), "not empty"]);
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["holiday.jpg"], "init wrote into {dir:?}");
+
+    // An empty directory is fine, and so is a new one.
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    Repo::at(&empty).init();
+    Repo::at(&t.path().join("new")).init();
+}
+
 /// Every directory 0700 and every file 0600 below `root` (and `root` itself).
 fn assert_owner_only(root: &Path) {
     let mut bad = Vec::new();

@@ -6,6 +6,7 @@ mod error;
 mod local;
 mod location;
 mod retry;
+mod syntax;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

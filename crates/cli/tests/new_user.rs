@@ -78,6 +78,34 @@ fn init_refuses_a_non_empty_directory_that_is_not_a_repository() {
     Repo::at(&t.path().join("new")).init();
 }
 
+#[test]
+fn empty_snapshot_id_selects_nothing() {
+    let t = tempdir();
+    let repo = Repo::at(&t.path().join("repo"));
+    repo.init();
+    write(&t.path().join("src/f"), b"data");
+    repo.backup(&[t.path().join("src")]);
+    let target = t.path().join("target");
+    let cases: [Vec<&std::ffi::OsStr>; 4] = [
+        vec![
+            "restore".as_ref(),
+            "".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ],
+        vec!["ls".as_ref(), "".as_ref()],
+        vec!["diff".as_ref(), "".as_ref(), "latest".as_ref()],
+        vec!["stats".as_ref(), "".as_ref()],
+    ];
+    for args in cases {
+        let r = repo.run(&args);
+        assert_eq!(r.code(), Some(1), "{args:?}: {}", r.stderr());
+        assert_mentions(&r, &["empty snapshot id", "latest"]);
+        assert!(r.out.stdout.is_empty(), "{args:?}: {}", r.stdout());
+    }
+    assert!(!target.exists(), "restore '' restored something");
+}
+
 /// Every directory 0700 and every file 0600 below `root` (and `root` itself).
 fn assert_owner_only(root: &Path) {
     let mut bad = Vec::new();

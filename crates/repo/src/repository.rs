@@ -346,6 +346,14 @@ impl Repository {
 
     /// Resolves "latest", a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+        // Every id starts with "": an unset `$ID` must not select a snapshot.
+        if reference.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "empty snapshot id: give an id, a unique prefix of one, or \"latest\" \
+                 (is the variable holding the id unset?)"
+                    .into(),
+            ));
+        }
         let (snaps, damaged) = self.partition_snapshots()?;
         if reference != "latest"
             && !snaps

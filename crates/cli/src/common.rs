@@ -150,18 +150,32 @@ fn secret_from(
     env: &str,
     hint: &str,
 ) -> Result<Vec<u8>> {
+    // An empty secret is never a real one (usually an unset `$VAR`): say so instead of
+    // trying it and reporting "wrong password".
     if let Some(k) = key_file {
-        return std::fs::read(k).with_context(|| format!("read key file {}", k.display()));
+        let bytes = std::fs::read(k).with_context(|| format!("read key file {}", k.display()))?;
+        if bytes.is_empty() {
+            bail!("no password given: the key file {} is empty", k.display());
+        }
+        return Ok(bytes);
     }
     if let Some(f) = password_file {
         let s = std::fs::read_to_string(f)
             .with_context(|| format!("read password file {}", f.display()))?;
-        return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+        let first = s.lines().next().unwrap_or("");
+        if first.is_empty() {
+            bail!(
+                "no password given: the first line of the password file {} is empty",
+                f.display()
+            );
+        }
+        return Ok(first.as_bytes().to_vec());
     }
-    if let Ok(p) = std::env::var(env) {
-        return Ok(p.into_bytes());
+    match std::env::var_os(env) {
+        Some(p) if p.is_empty() => bail!("no password given: {env} is set but empty; {hint}"),
+        Some(p) => Ok(p.into_encoded_bytes()),
+        None => bail!("no password given: {hint}"),
     }
-    bail!("no password given: {hint}")
 }
 
 /// A runtime plus an opened repository.

@@ -106,6 +106,25 @@ fn empty_snapshot_id_selects_nothing() {
     assert!(!target.exists(), "restore '' restored something");
 }
 
+#[test]
+fn empty_password_says_no_password_given() {
+    let t = tempdir();
+    let repo = Repo::at(&t.path().join("repo"));
+    repo.init();
+    let r = run_cmd(repo.cmd_pw(Some(""), &["snapshots"]));
+    assert_eq!(r.code(), Some(1), "{}", r.stderr());
+    assert_mentions(&r, &["no password given", "LIFEBOAT_PASSWORD", "empty"]);
+    assert!(!r.stderr().contains("wrong password"), "{}", r.stderr());
+
+    let empty = t.path().join("empty-pw");
+    write(&empty, b"\n");
+    let mut c = repo.cmd_pw(None, &["snapshots"]);
+    c.arg("--password-file").arg(&empty);
+    let r = run_cmd(c);
+    assert_eq!(r.code(), Some(1), "{}", r.stderr());
+    assert_mentions(&r, &["no password given", "empty-pw"]);
+}
+
 /// Every directory 0700 and every file 0600 below `root` (and `root` itself).
 fn assert_owner_only(root: &Path) {
     let mut bad = Vec::new();

@@ -31,7 +31,7 @@ timed() { # name cmd...
 }
 
 echo "generating $BLOBS blobs" >&2
-LIFEBOAT_INSECURE_TEST_KDF=1 timed generate "$synth" "$work/repo" "$BLOBS" bench
+timed generate "$synth" "$work/repo" "$BLOBS" bench
 old=$(grep -E '^[0-9a-f]{64}$' "$out/generate.log" | head -1)
 size_before=$(du -sb "$work/repo" | cut -f1)
 timed forget "$lifeboat" forget "$old"

@@ -15,7 +15,8 @@ use tokio::runtime::Runtime;
 /// Options accepted by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: a path, file:///path, or s3://bucket/prefix.
+    /// Repository location: a path, file:///path, or s3://bucket/prefix (endpoint in
+    /// --s3-endpoint).
     #[arg(short = 'r', long = "repo", env = "LIFEBOAT_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the password from this file (first line).
@@ -180,18 +181,32 @@ fn secret_from(
     env: &str,
     hint: &str,
 ) -> Result<Vec<u8>> {
+    // An empty secret is never a real one (usually an unset `$VAR`): say so instead of
+    // trying it and reporting "wrong password".
     if let Some(k) = key_file {
-        return std::fs::read(k).with_context(|| format!("read key file {}", k.display()));
+        let bytes = std::fs::read(k).with_context(|| format!("read key file {}", k.display()))?;
+        if bytes.is_empty() {
+            bail!("no password given: the key file {} is empty", k.display());
+        }
+        return Ok(bytes);
     }
     if let Some(f) = password_file {
         let s = std::fs::read_to_string(f)
             .with_context(|| format!("read password file {}", f.display()))?;
-        return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+        let first = s.lines().next().unwrap_or("");
+        if first.is_empty() {
+            bail!(
+                "no password given: the first line of the password file {} is empty",
+                f.display()
+            );
+        }
+        return Ok(first.as_bytes().to_vec());
     }
-    if let Ok(p) = std::env::var(env) {
-        return Ok(p.into_bytes());
+    match std::env::var_os(env) {
+        Some(p) if p.is_empty() => bail!("no password given: {env} is set but empty; {hint}"),
+        Some(p) => Ok(p.into_encoded_bytes()),
+        None => bail!("no password given: {hint}"),
     }
-    bail!("no password given: {hint}")
 }
 
 /// A runtime plus an opened repository.

@@ -6,6 +6,7 @@ use anyhow::Result;
 use lifeboat_repo::{InitOptions, Repository};
 
 use crate::common::{print_json, runtime, GlobalArgs, OtherRepo};
+use crate::kdf::KdfArgs;
 
 /// Arguments of `init`.
 #[derive(clap::Args)]
@@ -30,6 +31,8 @@ pub struct Args {
     /// Key file of the --from repository.
     #[arg(long, env = "LIFEBOAT_FROM_KEY_FILE")]
     from_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 /// Runs `init`.
@@ -40,8 +43,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
     if secret.is_empty() {
         anyhow::bail!("refusing to create a repository with an empty password");
     }
+    if let Some(root) = store.local_root() {
+        refuse_foreign_directory(root)?;
+    }
     let mut opts = InitOptions {
         compression_level: Some(a.compression),
+        kdf: a.kdf.params()?,
         ..Default::default()
     };
     if a.copy_chunker_params {
@@ -72,4 +79,22 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         println!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A directory holding anything but a repository is someone else's data: initialising into
+/// it would mix the two (and a later `prune` or `rm -r` of the repository would take both).
+/// An existing repository is left to [`Repository::init`], which says "already exists".
+fn refuse_foreign_directory(root: &std::path::Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(root) else {
+        // Missing (created by the first write) or not a directory (the write says so).
+        return Ok(());
+    };
+    if entries.next().is_some() && !root.join("config").exists() {
+        anyhow::bail!(
+            "{} is not empty and is not a Lifeboat repository: init needs a new or empty \
+             directory (choose another path, or empty this one first)",
+            root.display()
+        );
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use crate::common::{open, print_json, GlobalArgs};
+use crate::kdf::KdfArgs;
 
 /// Arguments of `key`.
 #[derive(clap::Args)]
@@ -26,6 +27,8 @@ struct NewSecret {
     /// Label for the new slot.
     #[arg(long, default_value = "")]
     label: String,
+    #[command(flatten)]
+    kdf: KdfArgs,
 }
 
 impl NewSecret {
@@ -113,7 +116,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             }
         }
         Action::Add(n) => {
-            let id = repo.add_key(&n.read()?, &n.label, None)?;
+            let id = repo.add_key(&n.read()?, &n.label, n.kdf.params()?)?;
             report(g, "added", &id.to_hex())?;
         }
         Action::Remove { id } => {
@@ -122,7 +125,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             report(g, "removed", &id.to_hex())?;
         }
         Action::Passwd(n) => {
-            let id = repo.change_password(&n.read()?, &n.label, None)?;
+            let id = repo.change_password(&n.read()?, &n.label, n.kdf.params()?)?;
             report(g, "changed password; new key slot", &id.to_hex())?;
         }
     }

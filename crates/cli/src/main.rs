@@ -12,6 +12,7 @@ mod exit;
 mod forget;
 mod init;
 mod journal;
+mod kdf;
 mod key;
 mod ls;
 mod progress;

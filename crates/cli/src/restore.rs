@@ -73,15 +73,34 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             println!("verified {} files", sum.files_verified);
         }
     }
-    if !sum.errors.is_empty() {
-        for e in &sum.errors {
-            eprintln!("error: {e}");
-        }
+    if sum.errors.is_empty() && sum.not_restored.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &sum.errors {
+        eprintln!("error: {e}");
+    }
+    // Every path, not a sample: the user has to know exactly what is missing.
+    for p in &sum.not_restored {
+        eprintln!("not restored: {p}");
+    }
+    if sum.restored_nothing() {
         eprintln!(
-            "{} problems: some paths were not restored",
+            "nothing was restored: all {} selected paths failed",
+            sum.not_restored.len()
+        );
+        return Ok(ExitCode::from(exit::FATAL));
+    }
+    if sum.not_restored.is_empty() {
+        eprintln!(
+            "{} problems: all paths were restored, but not all of them exactly",
             sum.errors.len()
         );
-        return Ok(ExitCode::from(exit::PARTIAL));
+    } else {
+        eprintln!(
+            "{} problems: {} paths were not restored",
+            sum.errors.len(),
+            sum.not_restored.len()
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(exit::PARTIAL))
 }

@@ -88,6 +88,7 @@ fn init_related(target: &Repo, source: &Repo, secret: Secret<'_>) {
         "--from",
         &source.location,
     ]);
+    c.args(common::TEST_KDF);
     match secret {
         Secret::Env => {
             c.env("LIFEBOAT_FROM_PASSWORD", &source.password);

@@ -8,6 +8,8 @@
 //! has its own data pack, tree pack, index file and snapshot file, and damage to one backup's
 //! objects must leave the other's restore byte-identical.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,7 +137,7 @@ fn source(root: &Path, seed: u64) -> PathBuf {
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let a = backup(&lb, source(&tmp.path().join("a"), 1));
     let b = backup(&lb, source(&tmp.path().join("b"), 2));
     let (run, _) = lb.check(&["--read-data"]);
@@ -384,7 +386,7 @@ fn flipped_byte_in_snapshot_file() {
 fn unknown_format_version_says_upgrade() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let src = source(&tmp.path().join("src"), 3);
     let id = lb.backup(&[&src]);
 
@@ -425,7 +427,7 @@ fn unknown_format_version_says_upgrade() {
 fn wrong_password_exits_11() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
-    lb.init();
+    lb.ok(&common::INIT);
     let bad = lb.with_password("not the password");
     for args in [
         vec!["snapshots"],
@@ -469,4 +471,64 @@ fn missing_repository_exits_10() {
             "a read command must not create a repository"
         );
     }
+}
+
+/// With a data pack gone, restore must name every path it could not restore (not just the
+/// pack, or the first few files), and say how many.
+#[test]
+fn restore_after_damage_names_every_unrestored_path() {
+    let fx = fixture();
+    fs::remove_file(fx.path(&fx.a.data_pack)).expect("remove data pack");
+    let (run, restored) = fx.restore(&fx.a.snapshot, &fx.a.src, "restore-a");
+    fs::create_dir_all(&restored).expect("restored root");
+    let missing: Vec<PathBuf> = compare_trees(&fx.a.src, &restored)
+        .into_iter()
+        .filter_map(|d| match d {
+            Difference::Missing(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert!(!missing.is_empty(), "nothing is missing: {run:?}");
+    let named: BTreeSet<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("not restored: "))
+        .collect();
+    for p in &missing {
+        let path = fx.a.src.join(p).display().to_string();
+        assert!(
+            named.contains(path.as_str()),
+            "{path} is missing from the target but not reported ({} missing, {} named)\n{run:?}",
+            missing.len(),
+            named.len()
+        );
+    }
+    assert_eq!(named.len(), missing.len(), "{run:?}");
+    // Whether other packs held some of the files depends on the backup's thread count.
+    if objects(&restored, "").is_empty() {
+        run.expect_code(1);
+        assert!(run.stderr.contains("nothing was restored"), "{run:?}");
+    } else {
+        run.expect_code(3);
+        let count = format!("{} paths were not restored", missing.len());
+        assert!(run.stderr.contains(&count), "{run:?}");
+    }
+    fx.assert_restores_exactly(&fx.b, "restore-b");
+}
+
+/// A restore that could restore nothing at all failed: exit 1 (fatal), not 3 (partial).
+#[test]
+fn restore_that_restored_nothing_exits_1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lb = Lifeboat::new(BIN, tmp.path().join("repo"));
+    lb.ok(&common::INIT);
+    let src = source(&tmp.path().join("src"), 3);
+    let snapshot = lb.backup(&[&src]);
+    for pack in objects(lb.repo(), "data") {
+        fs::remove_file(lb.repo().join(pack)).expect("remove pack");
+    }
+    let run = lb.restore(&snapshot, &tmp.path().join("target"), &[]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("nothing was restored"), "{run:?}");
+    assert!(run.stderr.contains("not restored: /"), "{run:?}");
 }

@@ -451,6 +451,10 @@ fn key_management() {
         "add".as_ref(),
         "--new-password-file".as_ref(),
         pw2.as_os_str(),
+        "--kdf-memory-mib".as_ref(),
+        "8".as_ref(),
+        "--kdf-iterations".as_ref(),
+        "1".as_ref(),
     ]);
     let new_id = added["id"].as_str().unwrap().to_owned();
 
@@ -492,6 +496,10 @@ fn key_management() {
         "passwd".as_ref(),
         "--new-password-file".as_ref(),
         pw3.as_os_str(),
+        "--kdf-memory-mib".as_ref(),
+        "8".as_ref(),
+        "--kdf-iterations".as_ref(),
+        "1".as_ref(),
     ]);
     repo.run(&["snapshots"]).expect_code(11);
     let as3 = Repo {

@@ -232,7 +232,8 @@ fn unreadable_source_files_are_skipped_with_exit_3() {
         c.arg("-r").arg(&repo_dir).args(args);
         run_cmd(c)
     };
-    as_nobody(&["init".as_ref()]).success();
+    let init: Vec<&std::ffi::OsStr> = INIT.iter().map(std::ffi::OsStr::new).collect();
+    as_nobody(&init).success();
 
     let r = as_nobody(&["--json".as_ref(), "backup".as_ref(), src.as_os_str()]);
     r.expect_code(3);
@@ -616,6 +617,10 @@ fn key_file_secret() {
         "add".as_ref(),
         "--new-key-file".as_ref(),
         key.as_os_str(),
+        "--kdf-memory-mib".as_ref(),
+        "8".as_ref(),
+        "--kdf-iterations".as_ref(),
+        "1".as_ref(),
     ]);
     let mut c = repo.cmd_pw(None, &["snapshots"]);
     c.arg("--key-file").arg(&key);

@@ -10,6 +10,8 @@
 //! fresh repository (so every phase does real work); a few more kills then hit incremental
 //! backups that have a parent snapshot and some changed files.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -162,7 +164,7 @@ fn assert_restores(lb: &Lifeboat, id: &str, src: &Path, scratch: &Path) {
 
 fn new_repo(base: &Path, n: usize) -> Lifeboat {
     let lb = Lifeboat::new(BIN, base.join(format!("repo{n:02}")));
-    lb.init();
+    lb.ok(&common::INIT);
     lb
 }
 

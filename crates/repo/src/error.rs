@@ -63,7 +63,7 @@ pub enum Error {
         reference: String,
     },
     /// An empty snapshot reference (an unset shell variable): never selects a snapshot.
-    #[error("empty snapshot id: give an id, a unique prefix of one, or `latest`")]
+    #[error("empty snapshot id: give an id, a unique prefix of one, or \"latest\" (is the variable holding the id unset?)")]
     EmptySnapshotReference,
     /// Several snapshots match a short id prefix.
     #[error("snapshot prefix {reference:?} is ambiguous; use more characters")]
@@ -227,12 +227,7 @@ impl Error {
             | Error::LockMismatch { .. }
             | Error::UnrelatedRepositories { .. }
             | Error::BadPattern { .. } => ErrorClass::InvalidInput,
-            Error::Store(e) => match e {
-                lifeboat_store::Error::AlreadyExists { .. } => ErrorClass::Conflict,
-                e if e.is_not_found() => ErrorClass::NotFound,
-                e if e.is_retryable() => ErrorClass::Retryable,
-                _ => ErrorClass::Permanent,
-            },
+            Error::Store(e) => e.class(),
             Error::Io { source, .. } => io_class(source),
             Error::Locked { .. } => ErrorClass::Locked,
             Error::Cancelled => ErrorClass::Cancelled,

@@ -37,21 +37,47 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    /// Cheap parameters for tests only (selected by `LIFEBOAT_INSECURE_TEST_KDF=1`).
+    /// Least memory accepted for a new slot (8 MiB): still memory-hard, and cheap enough
+    /// for small hosts and for tests that create many repositories.
+    pub const MIN_MEMORY_KIB: u32 = 8 * 1024;
+    /// Most memory accepted (4 GiB), so a typo cannot make every open exhaust RAM.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    /// Least passes accepted.
+    pub const MIN_ITERATIONS: u32 = 1;
+    /// Most passes accepted, so a typo cannot make every open take minutes.
+    pub const MAX_ITERATIONS: u32 = 64;
+
+    /// Validated custom cost for new slots (e.g. for low-memory hosts), one lane.
+    pub fn custom(memory_kib: u32, iterations: u32) -> Result<Self, String> {
+        if !(Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&memory_kib) {
+            return Err(format!(
+                "KDF memory must be between {} and {} MiB, not {} KiB",
+                Self::MIN_MEMORY_KIB / 1024,
+                Self::MAX_MEMORY_KIB / 1024,
+                memory_kib
+            ));
+        }
+        if !(Self::MIN_ITERATIONS..=Self::MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!(
+                "KDF iterations must be between {} and {}, not {iterations}",
+                Self::MIN_ITERATIONS,
+                Self::MAX_ITERATIONS
+            ));
+        }
+        Ok(KdfParams {
+            memory_kib,
+            iterations,
+            parallelism: 1,
+        })
+    }
+
+    /// Cheap parameters below the floor, for the library's own unit tests only (callers must
+    /// pass them explicitly; no environment variable selects them).
     pub fn insecure_for_tests() -> Self {
         KdfParams {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
-        }
-    }
-
-    /// Defaults, or the cheap test parameters when the test env var is set.
-    pub fn from_env() -> Self {
-        if std::env::var_os("LIFEBOAT_INSECURE_TEST_KDF").is_some_and(|v| v == "1") {
-            Self::insecure_for_tests()
-        } else {
-            Self::default()
         }
     }
 
@@ -146,5 +172,15 @@ mod tests {
             .expect("right password opens");
         assert_eq!(got.to_bytes(), mk.to_bytes());
         assert!(slot.unwrap_key(b"wrong").unwrap().is_none());
+    }
+
+    #[test]
+    fn custom_params_are_bounded() {
+        let p = KdfParams::custom(8 * 1024, 1).unwrap();
+        assert_eq!((p.memory_kib, p.iterations, p.parallelism), (8192, 1, 1));
+        assert!(KdfParams::custom(4 * 1024, 3).is_err());
+        assert!(KdfParams::custom(8 * 1024 * 1024, 3).is_err());
+        assert!(KdfParams::custom(64 * 1024, 0).is_err());
+        assert!(KdfParams::custom(64 * 1024, 65).is_err());
     }
 }

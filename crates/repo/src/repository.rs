@@ -37,7 +37,7 @@ pub struct InitOptions {
     pub copy_chunker_from: Option<RepoConfig>,
     /// Share this key's blob-id key, so `copy` between the two repositories dedups.
     pub related_key: Option<MasterKey>,
-    /// KDF cost (default from env: see [`KdfParams::from_env`]).
+    /// KDF cost of the first key slot; `None` means [`KdfParams::default`].
     pub kdf: Option<KdfParams>,
     /// zstd level.
     pub compression_level: Option<i32>,
@@ -98,13 +98,8 @@ impl Repository {
             Some(k) => k.related(),
             None => MasterKey::generate(),
         };
-        let (key_id, slot) = KeySlot::wrap(
-            &key,
-            secret,
-            opts.kdf.unwrap_or_else(KdfParams::from_env),
-            "initial",
-        )
-        .map_err(|reason| Error::Kdf { reason })?;
+        let (key_id, slot) = KeySlot::wrap(&key, secret, opts.kdf.unwrap_or_default(), "initial")
+            .map_err(|reason| Error::Kdf { reason })?;
         let slot_bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         rt.block_on(store.put(&key_slot_key(&key_id), slot_bytes.into()))?;
         // The config goes last and only if absent: a concurrent init loses cleanly.
@@ -215,13 +210,8 @@ impl Repository {
 
     /// Adds a slot for another password or key file.
     pub fn add_key(&self, secret: &[u8], label: &str, kdf: Option<KdfParams>) -> Result<KeyId> {
-        let (id, slot) = KeySlot::wrap(
-            &self.key,
-            secret,
-            kdf.unwrap_or_else(KdfParams::from_env),
-            label,
-        )
-        .map_err(|reason| Error::Kdf { reason })?;
+        let (id, slot) =
+            KeySlot::wrap(&self.key, secret, kdf.unwrap_or_default(), label).map_err(|reason| Error::Kdf { reason })?;
         let bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         self.block_on(self.store.put_if_absent(&key_slot_key(&id), bytes.into()))?;
         Ok(id)
@@ -367,6 +357,10 @@ impl Repository {
 
     /// Resolves "latest", a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(SnapshotId, Snapshot)> {
+        // Every id starts with "": an unset `$ID` must not select a snapshot.
+        if reference.trim().is_empty() {
+            return Err(Error::EmptySnapshotReference);
+        }
         let (snaps, damaged) = self.partition_snapshots()?;
         if reference != "latest"
             && !snaps

@@ -92,8 +92,11 @@ pub struct RestoreSummary {
     pub bytes_written: u64,
     /// Files re-hashed by `--verify`.
     pub files_verified: u64,
-    /// Problems; non-empty means some paths were not restored.
+    /// Problems; non-empty means some paths were not restored or lack their metadata.
     pub errors: Vec<String>,
+    /// Every snapshot path (file, link, or directory whose contents could not be read) that
+    /// was selected but is not in the target: the user must learn all of them, not a sample.
+    pub not_restored: Vec<String>,
     /// Wall-clock seconds.
     pub duration_secs: f64,
 }
@@ -102,6 +105,8 @@ pub struct RestoreSummary {
 type BlobTarget = (PackEntry, u64, usize);
 
 struct FileItem {
+    /// Path in the snapshot, for [`RestoreSummary::not_restored`].
+    path: PathBuf,
     dest: PathBuf,
     temp: PathBuf,
     node: Node,
@@ -137,6 +142,7 @@ pub fn run(
         false,
         &mut plan,
         &mut summary.errors,
+        &mut summary.not_restored,
     );
     if plan.is_empty() && summary.errors.is_empty() && !opts.include.is_empty() {
         return Err(Error::InvalidInput(format!(
@@ -162,13 +168,14 @@ pub fn run(
 
     // 3. Files: decide what to write, create temp files, group blobs by pack.
     let mut items: Vec<FileItem> = Vec::new();
-    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut links: Vec<(PathBuf, PathBuf, PathBuf)> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for (rel, node) in plan.files {
         let dest = opts.target.join(&rel);
+        let path = Path::new("/").join(&rel);
         if node.nlink > 1 && node.inode != 0 {
             if let Some(first) = first_of_inode.get(&(node.dev, node.inode)) {
-                links.push((first.clone(), dest));
+                links.push((first.clone(), dest, path));
                 continue;
             }
             first_of_inode.insert((node.dev, node.inode), dest.clone());
@@ -183,7 +190,7 @@ pub fn run(
                 {
                     summary.files_unchanged += 1;
                     if opts.verify {
-                        items.push(FileItem::done(dest, node));
+                        items.push(FileItem::done(path, dest, node));
                     }
                     continue;
                 }
@@ -203,6 +210,7 @@ pub fn run(
         }
         progress.add_total(node.size);
         items.push(FileItem {
+            path,
             dest,
             temp,
             remaining: AtomicUsize::new(node.content.len()),
@@ -286,10 +294,12 @@ pub fn run(
                     // Metadata or rename failed: do not leave the temporary file behind.
                     let _ = fs::remove_file(&item.temp);
                     summary.errors.push(format!("{e}"));
+                    summary.not_restored.push(item.path.display().to_string());
                 }
             }
         } else {
             let _ = fs::remove_file(&item.temp);
+            summary.not_restored.push(item.path.display().to_string());
             if !item.failed.load(Ordering::Relaxed) && fatal.lock().expect("fatal").is_none() {
                 summary.errors.push(format!(
                     "{}: not all data could be read",
@@ -303,7 +313,7 @@ pub fn run(
     }
 
     // 6. Links and symlinks, then directory metadata deepest first.
-    for (first, dest) in links {
+    for (first, dest, path) in links {
         use std::os::unix::fs::MetadataExt;
         let ino = |p: &Path| fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()));
         if ino(&first).is_some() && ino(&first) == ino(&dest) {
@@ -312,11 +322,14 @@ pub fn run(
         let _ = fs::remove_file(&dest);
         match fs::hard_link(&first, &dest) {
             Ok(()) => summary.hardlinks += 1,
-            Err(e) => summary.errors.push(format!(
-                "cannot link {} to {}: {e}",
-                dest.display(),
-                first.display()
-            )),
+            Err(e) => {
+                summary.errors.push(format!(
+                    "cannot link {} to {}: {e}",
+                    dest.display(),
+                    first.display()
+                ));
+                summary.not_restored.push(path.display().to_string());
+            }
         }
     }
     for (rel, node) in &plan.symlinks {
@@ -337,9 +350,14 @@ pub fn run(
                     summary.errors.push(format!("{e}"));
                 }
             }
-            Err(e) => summary
-                .errors
-                .push(format!("cannot create symlink {}: {e}", dest.display())),
+            Err(e) => {
+                summary
+                    .errors
+                    .push(format!("cannot create symlink {}: {e}", dest.display()));
+                summary
+                    .not_restored
+                    .push(Path::new("/").join(rel).display().to_string());
+            }
         }
     }
     for (rel, node) in plan.dirs.iter().rev() {
@@ -358,13 +376,24 @@ pub fn run(
         summary.files_verified =
             verify_files(repo, index, &verify_list, opts.threads, &mut summary.errors);
     }
+    summary.not_restored.sort();
+    summary.not_restored.dedup();
     summary.duration_secs = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
+impl RestoreSummary {
+    /// Whether paths were selected but none of them was restored (or already in place).
+    pub fn restored_nothing(&self) -> bool {
+        !self.not_restored.is_empty()
+            && self.files_restored + self.files_unchanged + self.symlinks + self.hardlinks == 0
+    }
+}
+
 impl FileItem {
-    fn done(dest: PathBuf, node: Node) -> Self {
+    fn done(path: PathBuf, dest: PathBuf, node: Node) -> Self {
         FileItem {
+            path,
             temp: dest.clone(),
             dest,
             node,
@@ -545,7 +574,8 @@ fn build_include(patterns: &[String]) -> Result<Option<GlobSet>> {
     crate::walk::glob_set(patterns, "include").map(Some)
 }
 
-/// Collects what to restore below `tree`; returns true if anything was selected.
+/// Collects what to restore below `tree`; returns true if anything was selected. A tree
+/// that cannot be read is an error, and its directory is listed in `not_restored`.
 #[allow(clippy::too_many_arguments)]
 fn walk(
     repo: &Repository,
@@ -556,11 +586,13 @@ fn walk(
     selected: bool,
     plan: &mut Plan,
     errors: &mut Vec<String>,
+    not_restored: &mut Vec<String>,
 ) -> bool {
     let t = match repo.read_tree(index, tree) {
         Ok(t) => t,
         Err(e) => {
             errors.push(format!("cannot restore below {}: {e}", at.display()));
+            not_restored.push(format!("{} (everything below it)", at.display()));
             return false;
         }
     };
@@ -580,7 +612,17 @@ fn walk(
                 let idx = plan.dirs.len();
                 plan.dirs.push((rel, None));
                 let sub = node.subtree.expect("dir nodes carry a subtree");
-                let inner = walk(repo, index, &sub, &path, include, sel, plan, errors);
+                let inner = walk(
+                    repo,
+                    index,
+                    &sub,
+                    &path,
+                    include,
+                    sel,
+                    plan,
+                    errors,
+                    not_restored,
+                );
                 if sel || inner {
                     plan.dirs[idx].1 = Some(node);
                     any = true;

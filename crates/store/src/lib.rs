@@ -1,9 +1,12 @@
 //! Storage facade for Lifeboat: one small async API over local disk, memory and S3, with
 //! atomic and conditional writes, bounded retries and errors that tell the user what to do.
 
+mod class;
 mod error;
+mod local;
 mod location;
 mod retry;
+mod syntax;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -215,12 +218,25 @@ impl Store {
             PutMode::Create => "put_if_absent",
             _ => "put",
         };
+        let local_io = |e: std::io::Error| {
+            let err = object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            };
+            self.classify(op, path.as_ref(), err)
+        };
+        if let Some(root) = self.local_root() {
+            local::create_private_parents(root, path.as_ref()).map_err(local_io)?;
+        }
         self.inner
             .store
             .put_opts(path, payload, PutOptions::from(mode))
             .await
-            .map(drop)
-            .map_err(|e| self.classify(op, path.as_ref(), e))
+            .map_err(|e| self.classify(op, path.as_ref(), e))?;
+        if let Some(root) = self.local_root() {
+            local::make_private(root, path.as_ref()).map_err(local_io)?;
+        }
+        Ok(())
     }
 
     /// Read the whole object at `key`.

@@ -39,6 +39,9 @@ pub(crate) fn open(location: &str, options: &StoreOptions) -> Result<Opened> {
             "empty location: use a path, file:///path, s3://bucket/prefix or memory://",
         ));
     }
+    if let Some(reason) = crate::syntax::foreign_syntax(trimmed) {
+        return Err(invalid(&reason));
+    }
     match trimmed.split_once("://") {
         None => open_local(location, FsPath::new(trimmed)),
         Some(("memory", "")) => Ok(memory()),
@@ -238,6 +241,9 @@ mod tests {
             "gs://bucket",
             "memory://x",
             "file://rel",
+            "s3:host/bucket",
+            "sftp:user@host:/srv",
+            "~/backup",
         ] {
             assert!(
                 matches!(err(loc), Error::InvalidLocation { .. }),

@@ -182,3 +182,45 @@ async fn unreachable_s3_endpoint_fails_fast_and_transient() {
     assert!(matches!(once, Err(Error::Transient { .. })), "{once:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Key slots and data must not be readable by other local users: everything the local
+/// backend creates is owner-only (directories 0700, objects 0600), whatever the umask allows.
+#[tokio::test]
+async fn local_backend_creates_owner_only_files_and_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("repo");
+    let store = open(&root.display().to_string());
+    store
+        .put("config", Bytes::from_static(b"c"))
+        .await
+        .expect("put");
+    store
+        .put_if_absent("keys/0123", Bytes::from_static(b"k"))
+        .await
+        .expect("put_if_absent");
+    store
+        .put("data/ab/abcdef", Bytes::from_static(b"d"))
+        .await
+        .expect("put nested");
+    // Overwriting keeps the mode too.
+    store
+        .put("config", Bytes::from_static(b"c2"))
+        .await
+        .expect("overwrite");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for d in ["", "keys", "data", "data/ab"] {
+        let p = root.join(d);
+        assert_eq!(mode(&p), 0o700, "directory {}", p.display());
+    }
+    for f in ["config", "keys/0123", "data/ab/abcdef"] {
+        let p = root.join(f);
+        assert_eq!(mode(&p), 0o600, "object {}", p.display());
+    }
+}

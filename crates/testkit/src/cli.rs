@@ -1,6 +1,6 @@
 //! Running the `lifeboat` binary against one repository from integration tests.
 //!
-//! Every command gets `LIFEBOAT_INSECURE_TEST_KDF=1` (cheap Argon2), `LIFEBOAT_PASSWORD`, and
+//! Every command gets `LIFEBOAT_PASSWORD` and
 //! `-r <repo>`; `LIFEBOAT_REPOSITORY`, `LIFEBOAT_PASSWORD_FILE` and `LIFEBOAT_KEY_FILE` from the
 //! caller's environment are removed so a developer's own settings cannot leak in.
 
@@ -92,8 +92,7 @@ impl Lifeboat {
     /// A command for `lifeboat -r REPO ARGS…`, environment prepared, not yet spawned.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.env("LIFEBOAT_INSECURE_TEST_KDF", "1")
-            .env("LIFEBOAT_PASSWORD", &self.password)
+        c.env("LIFEBOAT_PASSWORD", &self.password)
             .env_remove("LIFEBOAT_REPOSITORY")
             .env_remove("LIFEBOAT_PASSWORD_FILE")
             .env_remove("LIFEBOAT_KEY_FILE")
@@ -129,10 +128,11 @@ impl Lifeboat {
         r
     }
 
-    /// `lifeboat init`, asserting success.
+    /// `lifeboat init` with the cheapest accepted key derivation (tests only), asserting
+    /// success.
     #[track_caller]
     pub fn init(&self) {
-        self.ok(&["init"]);
+        self.ok(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
     }
 
     /// `lifeboat backup --json PATHS…`, asserting success; returns the new snapshot id.

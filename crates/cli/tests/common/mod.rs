@@ -19,13 +19,20 @@ use serde_json::Value;
 /// The password every test repository is created with.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Cheapest KDF the CLI accepts, passed explicitly to every `init` / `key add` / `key passwd`
+/// in the tests (no environment variable weakens the KDF).
+pub const TEST_KDF: [&str; 4] = ["--kdf-memory-mib", "8", "--kdf-iterations", "1"];
+
+/// `init` with [`TEST_KDF`], for harnesses that build their own command lines.
+pub const INIT: [&str; 5] = ["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"];
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lifeboat")
 }
 
-/// A `lifeboat` command with a clean environment: cheap KDF, the given password, no
-/// inherited repository/password settings.
+/// A `lifeboat` command with a clean environment: the given password, no inherited
+/// repository/password settings.
 pub fn lifeboat_cmd(password: Option<&str>) -> Command {
     let mut c = Command::new(bin());
     apply_env(&mut c, password);
@@ -44,8 +51,8 @@ pub fn lifeboat_cmd_as(uid: u32, gid: u32, password: Option<&str>) -> Command {
     c
 }
 
-/// Cheap KDF, the given password, no inherited LIFEBOAT_* settings (the copy target's and
-/// init source's too), stdin from /dev/null.
+/// The given password, no inherited LIFEBOAT_* settings (the copy target's and init
+/// source's too), stdin from /dev/null.
 pub fn apply_env(c: &mut Command, password: Option<&str>) {
     for v in [
         "LIFEBOAT_REPOSITORY",
@@ -62,10 +69,10 @@ pub fn apply_env(c: &mut Command, password: Option<&str>) {
         "LIFEBOAT_FROM_PASSWORD",
         "LIFEBOAT_FROM_PASSWORD_FILE",
         "LIFEBOAT_FROM_KEY_FILE",
+        "LIFEBOAT_INSECURE_TEST_KDF",
     ] {
         c.env_remove(v);
     }
-    c.env("LIFEBOAT_INSECURE_TEST_KDF", "1");
     if let Some(p) = password {
         c.env("LIFEBOAT_PASSWORD", p);
     }
@@ -193,9 +200,9 @@ impl Repo {
         r.json()
     }
 
-    /// `init`, asserting success.
+    /// `init` with the cheap [`TEST_KDF`], asserting success.
     pub fn init(&self) {
-        self.ok(&["init"]);
+        self.ok(&INIT);
     }
 
     /// `backup --json PATHS...`, asserting success; returns the JSON report.

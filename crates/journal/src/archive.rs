@@ -27,7 +27,7 @@ pub use manifest::{
 };
 
 use crate::segment;
-use crate::Lsn;
+use crate::RawLsn;
 use local::{
     blocking, check_segment, list_backups, now_nanos, prepare_target, read_closed_segment,
     sha256_hex, valid_backup_name, write_file_durably,
@@ -55,7 +55,7 @@ pub struct SyncReport {
     /// Plaintext bytes newly uploaded.
     pub bytes_uploaded: u64,
     /// Last LSN the archive holds after this sync.
-    pub archived_upto_lsn: Lsn,
+    pub archived_upto_lsn: RawLsn,
     /// Sequence number of the manifest now current (0: none yet).
     pub manifest_seq: u64,
 }
@@ -64,9 +64,9 @@ pub struct SyncReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveLag {
     /// Last LSN the archive holds (0: none).
-    pub archived_upto_lsn: Lsn,
+    pub archived_upto_lsn: RawLsn,
     /// Last LSN in the local journal directory.
-    pub local_last_lsn: Lsn,
+    pub local_last_lsn: RawLsn,
     /// Local records not yet archived.
     pub entries: u64,
     /// Age in seconds of the oldest record not yet archived; 0 when fully archived.
@@ -83,9 +83,9 @@ pub struct RestoreReport {
     /// Plaintext bytes written.
     pub bytes: u64,
     /// First LSN restored (0 when the archive holds no segment).
-    pub first_lsn: Lsn,
+    pub first_lsn: RawLsn,
     /// Last LSN restored.
-    pub last_lsn: Lsn,
+    pub last_lsn: RawLsn,
 }
 
 /// Settings for [`Archive::restore_into_with`].
@@ -122,11 +122,31 @@ impl Archive {
         Self::open_store(store, key).await
     }
 
+    /// Opens the archive at `location` without creating anything: a location holding no
+    /// archive fails with [`ArchiveError::NoArchive`]. For readers (inspection, restore).
+    pub async fn open_existing(location: &str, key: Option<ArchiveKey>) -> ArchiveResult<Archive> {
+        let store = Store::open(location, &StoreOptions::default())?;
+        Self::open_store_with(store, key, false).await
+    }
+
     /// Same as [`Archive::open`] over an already opened store (tests, custom S3 settings).
     pub async fn open_store(store: Store, key: Option<ArchiveKey>) -> ArchiveResult<Archive> {
+        Self::open_store_with(store, key, true).await
+    }
+
+    async fn open_store_with(
+        store: Store,
+        key: Option<ArchiveKey>,
+        create: bool,
+    ) -> ArchiveResult<Archive> {
         let archive = Archive { store, key };
         let info = match archive.store.get(INFO_KEY).await {
             Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() && !create => {
+                return Err(ArchiveError::NoArchive {
+                    location: archive.store.location().to_owned(),
+                })
+            }
             Err(e) if e.is_not_found() => {
                 let info = ArchiveInfo {
                     format: ARCHIVE_FORMAT_NAME.into(),
@@ -702,7 +722,7 @@ impl Archive {
     /// a manifest pointing at deleted ones).
     pub async fn apply_retention(
         &self,
-        keep_from_lsn: Lsn,
+        keep_from_lsn: RawLsn,
         keep_backups: &[String],
     ) -> ArchiveResult<RetentionReport> {
         let keep: BTreeSet<&str> = keep_backups.iter().map(String::as_str).collect();

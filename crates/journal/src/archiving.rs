@@ -59,7 +59,12 @@ pub async fn archive_round(
             Ok((first, names))
         })
         .await
-        .map_err(|e| ArchiveError::Journal(crate::Error::Poisoned(e.to_string())))??
+        .map_err(|e| {
+            ArchiveError::Journal(crate::Error::TaskFailed {
+                task: "archive listing",
+                reason: e.to_string(),
+            })
+        })??
     };
     let mut round = ArchiveRound {
         archived_segments: manifest.segments.len() as u64,

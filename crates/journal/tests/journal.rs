@@ -258,7 +258,7 @@ fn bit_flip_in_a_closed_segment_names_the_lsn() {
             lsn: l,
             reason: RecordError::BadCrc { .. },
             ..
-        }) => assert_eq!(l, lsn),
+        }) => assert_eq!(l, lifeboat_journal::Lsn(lsn)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a corrupt journal"),
     }
@@ -266,14 +266,18 @@ fn bit_flip_in_a_closed_segment_names_the_lsn() {
     assert!(!report.is_valid);
     assert_eq!(report.errors[0].0, lsn, "{report:?}");
     assert_eq!(report.errors.len(), 1, "{report:?}");
-    assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn: l, .. }) if l == lsn));
+    assert!(
+        matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn: l, .. }) if l == lifeboat_journal::Lsn(lsn))
+    );
     let items: Vec<_> = lifeboat_journal::iter_from(&dir, 1).unwrap().collect();
     assert_eq!(
         items.len() as u64,
         lsn,
         "records before the damage, then one error"
     );
-    assert!(matches!(items.last(), Some(Err(Error::Corrupt { lsn: l, .. })) if *l == lsn));
+    assert!(
+        matches!(items.last(), Some(Err(Error::Corrupt { lsn: l, .. })) if *l == lifeboat_journal::Lsn(lsn))
+    );
     // Records before the damage are still readable by a reader that stops there.
     let mut seen = 0;
     let _ = lifeboat_journal::reader::for_each_from(&dir, 1, |_| seen += 1);
@@ -315,7 +319,7 @@ fn tampering_with_a_fixed_crc_is_caught_by_the_chain() {
             lsn: l,
             reason: RecordError::ChainMismatch { .. },
             ..
-        }) => assert_eq!(l, lsn + 1),
+        }) => assert_eq!(l, lifeboat_journal::Lsn(lsn + 1)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a tampered journal"),
     }
@@ -353,8 +357,8 @@ async fn a_lower_term_is_rejected() {
     assert!(matches!(
         j.append(3, b"b").await,
         Err(Error::StaleTerm {
-            term: 3,
-            highest: 5
+            term: lifeboat_types::FencingToken(3),
+            highest: lifeboat_types::FencingToken(5)
         })
     ));
     assert_eq!(j.append(5, b"c").await.unwrap(), 2);
@@ -365,8 +369,8 @@ async fn a_lower_term_is_rejected() {
     assert!(matches!(
         j.append(5, b"e").await,
         Err(Error::StaleTerm {
-            term: 5,
-            highest: 6
+            term: lifeboat_types::FencingToken(5),
+            highest: lifeboat_types::FencingToken(6)
         })
     ));
     assert_eq!(j.append(7, b"f").await.unwrap(), 4);
@@ -462,7 +466,7 @@ fn a_missing_middle_segment_is_an_error_naming_the_lsn() {
     assert!(segs.len() >= 3);
     std::fs::remove_file(&segs[1].1).unwrap();
     match Journal::open(&dir, opts(4096)) {
-        Err(Error::Corrupt { lsn, .. }) => assert_eq!(lsn, segs[1].0),
+        Err(Error::Corrupt { lsn, .. }) => assert_eq!(lsn, lifeboat_journal::Lsn(segs[1].0)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a journal with a hole"),
     }
@@ -501,7 +505,7 @@ fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
     bytes[off + record::HEADER_LEN + 3] ^= 0x01;
     std::fs::write(&last, &bytes).unwrap();
     match Journal::open(&dir, opts(16384)) {
-        Err(Error::Corrupt { lsn: l, .. }) => assert_eq!(l, lsn),
+        Err(Error::Corrupt { lsn: l, .. }) => assert_eq!(l, lifeboat_journal::Lsn(lsn)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("acknowledged records after rot were treated as a torn tail"),
     }
@@ -609,7 +613,7 @@ fn a_forged_segment_header_breaks_the_chain() {
             lsn,
             reason: RecordError::ChainMismatch { .. },
             ..
-        }) => assert_eq!(lsn, *first),
+        }) => assert_eq!(lsn, lifeboat_journal::Lsn(*first)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a forged journal"),
     }
@@ -617,5 +621,7 @@ fn a_forged_segment_header_breaks_the_chain() {
     // The header breaks the chain, and so the segment's first record no longer links to it.
     assert!(report.errors.iter().all(|e| e.0 == *first), "{report:?}");
     assert!(report.errors[0].1.contains("segment header"), "{report:?}");
-    assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn, .. }) if lsn == *first));
+    assert!(
+        matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn, .. }) if lsn == lifeboat_journal::Lsn(*first))
+    );
 }

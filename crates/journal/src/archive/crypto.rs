@@ -151,4 +151,20 @@ mod tests {
         assert!(k.matches(&k.key_check()));
         assert!(!ArchiveKey::generate().matches(&k.key_check()));
     }
+
+    /// Bytes sealed by an independent XChaCha20-Poly1305 implementation (key `[7; 32]`,
+    /// nonce `0..24`): archives written before the shared helper still open.
+    #[test]
+    fn opens_a_fixed_vector() {
+        let sealed = hex::decode(
+            "4c42414501000102030405060708090a0b0c0d0e0f1011121314151617c47ecde098733ad105a1e8\
+             3f83868fda3ab54c7866de2fcfdf09e9a560f42ce5f9deee3061",
+        )
+        .unwrap();
+        let k = ArchiveKey::from_bytes([7; 32]);
+        assert_eq!(
+            k.open(b"segments/x.seg.enc", &sealed).unwrap(),
+            b"lifeboat fixed vector"
+        );
+    }
 }

@@ -87,6 +87,19 @@ fn write_journal(root: &Path, n: u64, backup_at: u64) -> (Vec<CatalogOp>, Vec<i6
             }
         }
     });
+    // The dropped writer's spare-segment thread may still be removing its `*.seg.tmp`.
+    for _ in 0..200 {
+        let spare = std::fs::read_dir(root.join("wal")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg.tmp")
+        });
+        if !spare {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     let times = lifeboat_journal::read_from(&root.join("wal"), 1)
         .unwrap()
         .iter()
@@ -106,6 +119,7 @@ fn stats_verify_backups_recover_dump_on_a_local_journal() {
     let wal = d.path().join("wal");
     let bk = d.path().join("backups");
     let (w, b) = (wal.to_str().unwrap(), bk.to_str().unwrap());
+    let (wal_before, backups_before) = (tree(&wal), tree(&bk));
 
     let st: serde_json::Value = serde_json::from_str(&ok(&lifeboat(&[
         "--json",
@@ -286,6 +300,9 @@ fn stats_verify_backups_recover_dump_on_a_local_journal() {
         assert_eq!(l["lsn"], 5 + i as u64);
         assert_eq!(l["op"], serde_json::to_value(&ops[4 + i]).unwrap());
     }
+    // Read-only: every command above left the journal's directories exactly as they were.
+    assert_eq!(tree(&wal), wal_before);
+    assert_eq!(tree(&bk), backups_before);
 }
 
 #[test]

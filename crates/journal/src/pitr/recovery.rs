@@ -184,7 +184,7 @@ pub(crate) fn recover_limited<S: StateMachine>(
     let mut records = reader::iter_from(wal_dir, lsn + 1)?;
     // Checked before pulling the next record: damage after the target must not fail recovery.
     while lsn < last_wanted {
-        if replayed % CANCEL_CHECK_EVERY == 0 && opts.cancel.is_cancelled() {
+        if replayed.is_multiple_of(CANCEL_CHECK_EVERY) && opts.cancel.is_cancelled() {
             return Err(cancelled(lsn, replayed));
         }
         let Some(rec) = records.next() else { break };

@@ -209,7 +209,21 @@ async fn keys_are_checked_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     for loc in locations(tmp.path(), "keys") {
         let key = ArchiveKey::generate();
+        // Readers never create an archive: a location without one is `NoArchive`.
+        let err = Archive::open_existing(&loc, Some(key.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ArchiveError::NoArchive { .. }), "{err}");
+        assert_eq!(err.class(), lifeboat_journal::ErrorClass::NotFound);
+        let info = store(&loc).get("archive.json").await;
+        assert!(
+            info.is_err_and(|e| e.is_not_found()),
+            "archive.json was created"
+        );
         Archive::open(&loc, Some(key.clone())).await.unwrap();
+        Archive::open_existing(&loc, Some(key.clone()))
+            .await
+            .unwrap();
         Archive::open(&loc, Some(key)).await.unwrap();
         let err = Archive::open(&loc, None).await.unwrap_err();
         assert!(matches!(err, ArchiveError::KeyRequired { .. }), "{err}");
@@ -219,6 +233,7 @@ async fn keys_are_checked_at_open() {
             .unwrap_err();
         assert!(matches!(err, ArchiveError::WrongKey { .. }), "{err}");
         assert!(err.to_string().contains("wrong archive key"), "{err}");
+        assert_eq!(err.class(), lifeboat_journal::ErrorClass::Auth);
 
         let plain = format!("{loc}-plain");
         Archive::open(&plain, None).await.unwrap();

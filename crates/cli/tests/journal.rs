@@ -358,6 +358,7 @@ fn recover_from_the_archive_after_losing_the_local_directories() {
             .await
             .unwrap()
             .archived_upto_lsn
+            .get()
     });
     assert!(
         archived_upto > 900 && archived_upto < 2500,

@@ -27,7 +27,7 @@ pub use manifest::{
 };
 
 use crate::segment;
-use crate::RawLsn;
+use lifeboat_types::Lsn;
 use local::{
     blocking, check_segment, list_backups, now_nanos, prepare_target, read_closed_segment,
     sha256_hex, valid_backup_name, write_file_durably,
@@ -55,7 +55,7 @@ pub struct SyncReport {
     /// Plaintext bytes newly uploaded.
     pub bytes_uploaded: u64,
     /// Last LSN the archive holds after this sync.
-    pub archived_upto_lsn: RawLsn,
+    pub archived_upto_lsn: Lsn,
     /// Sequence number of the manifest now current (0: none yet).
     pub manifest_seq: u64,
 }
@@ -64,9 +64,9 @@ pub struct SyncReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveLag {
     /// Last LSN the archive holds (0: none).
-    pub archived_upto_lsn: RawLsn,
+    pub archived_upto_lsn: Lsn,
     /// Last LSN in the local journal directory.
-    pub local_last_lsn: RawLsn,
+    pub local_last_lsn: Lsn,
     /// Local records not yet archived.
     pub entries: u64,
     /// Age in seconds of the oldest record not yet archived; 0 when fully archived.
@@ -83,9 +83,9 @@ pub struct RestoreReport {
     /// Plaintext bytes written.
     pub bytes: u64,
     /// First LSN restored (0 when the archive holds no segment).
-    pub first_lsn: RawLsn,
+    pub first_lsn: Lsn,
     /// Last LSN restored.
-    pub last_lsn: RawLsn,
+    pub last_lsn: Lsn,
 }
 
 /// Settings for [`Archive::restore_into_with`].
@@ -434,8 +434,8 @@ impl Archive {
             }
             if upto > 0 && first != upto + 1 {
                 return Err(ArchiveError::Gap {
-                    archived_upto: upto,
-                    next_local: first,
+                    archived_upto: Lsn(upto),
+                    next_local: Lsn(first),
                 });
             }
             upto = last;
@@ -536,7 +536,7 @@ impl Archive {
         report.segments_archived = new_segments.len() as u64;
         report.backups_archived = new_backups.len() as u64;
         if new_segments.is_empty() && new_backups.is_empty() {
-            report.archived_upto_lsn = base.archived_upto_lsn();
+            report.archived_upto_lsn = Lsn(base.archived_upto_lsn());
             report.manifest_seq = base.seq;
             return Ok(report);
         }
@@ -572,7 +572,7 @@ impl Archive {
                 Ok(())
             })
             .await?;
-        report.archived_upto_lsn = m.archived_upto_lsn();
+        report.archived_upto_lsn = Lsn(m.archived_upto_lsn());
         report.manifest_seq = m.seq;
         Ok(report)
     }
@@ -621,8 +621,8 @@ impl Archive {
         .await?;
         let seconds = oldest.map_or(0.0, |ts| (now_nanos() - ts).max(0) as f64 / 1e9);
         Ok(ArchiveLag {
-            archived_upto_lsn: upto,
-            local_last_lsn: last,
+            archived_upto_lsn: Lsn(upto),
+            local_last_lsn: Lsn(last),
             entries,
             seconds,
         })
@@ -689,10 +689,10 @@ impl Archive {
             report.bytes += bytes.len() as u64;
             blocking(move || write_file_durably(&dir, &name, &bytes)).await?;
             if report.segments == 0 {
-                report.first_lsn = s.first_lsn;
+                report.first_lsn = Lsn(s.first_lsn);
             }
             report.segments += 1;
-            report.last_lsn = s.last_lsn;
+            report.last_lsn = Lsn(s.last_lsn);
             prev = Some(s);
         }
         for b in m.backups.values() {
@@ -722,7 +722,7 @@ impl Archive {
     /// a manifest pointing at deleted ones).
     pub async fn apply_retention(
         &self,
-        keep_from_lsn: RawLsn,
+        keep_from_lsn: Lsn,
         keep_backups: &[String],
     ) -> ArchiveResult<RetentionReport> {
         let keep: BTreeSet<&str> = keep_backups.iter().map(String::as_str).collect();
@@ -731,7 +731,7 @@ impl Archive {
             (
                 m.segments
                     .values()
-                    .filter(|s| s.last_lsn < keep_from_lsn)
+                    .filter(|s| s.last_lsn < keep_from_lsn.get())
                     .cloned()
                     .collect(),
                 m.backups

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::record::{self, Hash, RecordError, MAX_PAYLOAD, RECORD_DATA};
 use crate::segment::{self, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::RawLsn;
+use lifeboat_types::{Lsn, Term};
 
 /// How a journal is laid out and written.
 #[derive(Debug, Clone)]
@@ -55,13 +56,13 @@ pub struct TornTail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalStats {
     /// LSN the next append will get.
-    pub next_lsn: RawLsn,
+    pub next_lsn: Lsn,
     /// Last LSN written to the file (maybe not yet durable).
-    pub written_lsn: RawLsn,
+    pub written_lsn: Lsn,
     /// Last LSN known durable (fsynced).
-    pub durable_lsn: RawLsn,
+    pub durable_lsn: Lsn,
     /// Highest term recorded.
-    pub highest_term: u64,
+    pub highest_term: Term,
     /// Appends accepted by this instance.
     pub append_count: u64,
     /// Data fsyncs issued by group commit (rotation syncs not included).
@@ -642,10 +643,10 @@ impl Journal {
     pub fn stats(&self) -> JournalStats {
         let st = self.lock();
         JournalStats {
-            next_lsn: st.next_lsn,
-            written_lsn: st.next_lsn - 1,
-            durable_lsn: self.durable.load(Ordering::SeqCst),
-            highest_term: st.highest_term,
+            next_lsn: Lsn(st.next_lsn),
+            written_lsn: Lsn(st.next_lsn - 1),
+            durable_lsn: Lsn(self.durable.load(Ordering::SeqCst)),
+            highest_term: Term::from(st.highest_term),
             append_count: st.appends,
             fsync_count: self.fsyncs.load(Ordering::SeqCst),
             segment_count: st.segment_count,

@@ -108,8 +108,8 @@ proptest! {
                 prop_assert_eq!(j.append(3, p).await.unwrap(), i as u64 + 1);
             }
             let s = j.stats();
-            prop_assert_eq!(s.durable_lsn, sizes.len() as u64);
-            prop_assert_eq!(s.written_lsn, sizes.len() as u64);
+            prop_assert_eq!(s.durable_lsn.get(), sizes.len() as u64);
+            prop_assert_eq!(s.written_lsn.get(), sizes.len() as u64);
             drop(j);
             let j = Journal::open(&dir, opts(seg)).unwrap();
             prop_assert!(j.stats().torn_tail.is_none());
@@ -186,7 +186,7 @@ fn truncating_the_last_segment_at_random_offsets() {
             assert!(t.saved_to.exists());
             assert!(t.saved_to.to_string_lossy().contains(".torn-"));
         }
-        assert_eq!(j.stats().next_lsn, survivors + 1);
+        assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(survivors + 1));
         drop(j);
         assert_prefix(&dir, &payloads, survivors as usize);
         append_continues(&dir, seg, survivors + 1);
@@ -346,7 +346,7 @@ fn stale_bytes_under_an_old_salt_are_not_records() {
     let j = Journal::open(&dir, opts(4096)).unwrap();
     let t = j.stats().torn_tail.expect("stale bytes set aside");
     assert!(matches!(t.reason, RecordError::BadCrc { .. }), "{t:?}");
-    assert_eq!(j.stats().next_lsn, 41);
+    assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(41));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +365,7 @@ async fn a_lower_term_is_rejected() {
     assert_eq!(j.append(6, b"d").await.unwrap(), 3);
     drop(j);
     let j = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
-    assert_eq!(j.stats().highest_term, 6);
+    assert_eq!(j.stats().highest_term, lifeboat_types::FencingToken(6));
     assert!(matches!(
         j.append(5, b"e").await,
         Err(Error::StaleTerm {
@@ -390,7 +390,7 @@ async fn an_fsync_failure_poisons_the_journal() {
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert_eq!(
         j.stats().durable_lsn,
-        2,
+        lifeboat_journal::Lsn(2),
         "the failed record is not reported durable"
     );
     for _ in 0..3 {
@@ -402,7 +402,7 @@ async fn an_fsync_failure_poisons_the_journal() {
     // Reopening recovers from what is on disk; the unacknowledged record may or may not be
     // there, and the journal is usable again.
     let j = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
-    let next = j.stats().next_lsn;
+    let next = j.stats().next_lsn.get();
     assert!(next == 3 || next == 4, "{next}");
     assert_eq!(j.append(1, b"e").await.unwrap(), next);
 }
@@ -421,7 +421,10 @@ async fn concurrent_appenders_share_fsyncs() {
                     .append(1, format!("task {t} op {i}").as_bytes())
                     .await
                     .unwrap();
-                assert!(j.stats().durable_lsn >= lsn, "returned before durable");
+                assert!(
+                    j.stats().durable_lsn >= lifeboat_journal::Lsn(lsn),
+                    "returned before durable"
+                );
                 lsns.push(lsn);
             }
             lsns
@@ -531,7 +534,7 @@ fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
     let j = Journal::open(&dir2, opts(16384)).unwrap();
     let t = j.stats().torn_tail.unwrap();
     assert!(!t.intact_records_after);
-    assert_eq!(j.stats().next_lsn, lsn2);
+    assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(lsn2));
     drop(j);
     assert_prefix(&dir2, &payloads, lsn2 as usize - 1);
 }

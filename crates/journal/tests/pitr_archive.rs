@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::pitr::recover_from_dirs;
-use lifeboat_journal::{segment, Error, PitrConfig, PitrManager, RecoveryTarget};
+use lifeboat_journal::{segment, Error, Lsn, PitrConfig, PitrManager, RecoveryTarget};
 
 fn locations(tmp: &Path, name: &str) -> Vec<String> {
     lifeboat_testkit::test_locations(tmp, "pitr-archive", name)
@@ -94,7 +94,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         let active_first = segs.last().unwrap().0;
         assert_eq!(
             round.sync.archived_upto_lsn,
-            active_first - 1,
+            lifeboat_journal::Lsn(active_first - 1),
             "every closed segment is archived"
         );
         // The backup is in the archive (shipped by this round or by the background round the
@@ -125,7 +125,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         }
         let round = pitr.archive_now().await.unwrap();
         let archived = round.sync.archived_upto_lsn;
-        assert!(archived > 2500 && archived < 3000, "{archived}");
+        assert!(archived > Lsn(2500) && archived < Lsn(3000), "{archived}");
         // Retention now deletes what both the backups and the archive allow, and the archive
         // mirrors it.
         pitr.apply_wal_retention().await.unwrap();
@@ -134,7 +134,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         pitr.create_base_backup().await.unwrap();
         let round = pitr.archive_now().await.unwrap();
         let archived = round.sync.archived_upto_lsn;
-        assert_eq!(archived, 3000);
+        assert_eq!(archived, lifeboat_journal::Lsn(3000));
         let key = ArchiveKey::from_file(&key_file).unwrap();
         let manifest = Archive::open(&location, Some(key))
             .await
@@ -160,16 +160,16 @@ async fn archive_rounds_lag_retention_and_total_loss() {
             RecoveryTarget::Latest,
         )
         .unwrap();
-        assert_eq!(r.lsn, lifeboat_journal::Lsn(archived));
+        assert_eq!(r.lsn, archived);
         assert!(r.base_backup_id.is_some());
-        assert_eq!(r.state, fold(&ops[..archived as usize]));
+        assert_eq!(r.state, fold(&ops[..archived.get() as usize]));
 
         // The restored journal is writable again and continues the LSN sequence.
         let cfg2 = config(&restored, &location, &key_file, Duration::from_secs(3600));
         let pitr = PitrManager::<Catalog>::open(cfg2).await.unwrap();
         assert_eq!(
             pitr.log_change(op(1)).await.unwrap(),
-            lifeboat_journal::Lsn(archived + 1)
+            Lsn(archived.get() + 1)
         );
     }
 }

@@ -90,9 +90,9 @@ pub enum ArchiveError {
     )]
     Gap {
         /// Last archived LSN.
-        archived_upto: crate::RawLsn,
+        archived_upto: lifeboat_types::Lsn,
         /// First LSN of the next local segment.
-        next_local: crate::RawLsn,
+        next_local: lifeboat_types::Lsn,
     },
     /// An archive control object (archive.json, manifest) is unreadable or of an unknown version.
     #[error("archive object {object} is invalid: {reason}")]

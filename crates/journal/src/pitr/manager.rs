@@ -155,7 +155,7 @@ impl<S: StateMachine> PitrManager<S> {
                     ..JournalOptions::default()
                 },
             )?;
-            let last = journal.stats().durable_lsn;
+            let last = journal.stats().durable_lsn.get();
             let rec = recover_limited::<S>(
                 &cfg.wal_directory,
                 &cfg.backup_directory,
@@ -176,7 +176,7 @@ impl<S: StateMachine> PitrManager<S> {
             Ok((journal, rec))
         })
         .await?;
-        let term = journal.stats().highest_term;
+        let term = journal.stats().highest_term.get();
         let inner = Arc::new(Inner {
             archived_upto: AtomicU64::new(if config.archive.is_some() {
                 0
@@ -279,7 +279,7 @@ impl<S: StateMachine> PitrManager<S> {
         cancel: &CancelToken,
     ) -> Result<Recovery<S>> {
         let cfg = self.inner.config.clone();
-        let limit = Lsn(self.inner.journal.stats().durable_lsn);
+        let limit = self.inner.journal.stats().durable_lsn;
         let opts = RecoveryOptions {
             verify_anchor: cfg.verify_wal,
             cancel: cancel.clone(),
@@ -317,7 +317,7 @@ impl<S: StateMachine> PitrManager<S> {
         let (archived_upto_lsn, archive_lag_entries, archive_lag_seconds, archive_last_error) =
             if self.inner.archive.is_some() {
                 let upto = self.inner.archived_upto.load(Ordering::SeqCst);
-                let entries = s.durable_lsn.saturating_sub(upto);
+                let entries = s.durable_lsn.get().saturating_sub(upto);
                 let st = locked(&self.inner.archive_status);
                 let seconds = st.oldest_unarchived_bound_nanos.map(|bound| {
                     if entries == 0 {
@@ -340,7 +340,7 @@ impl<S: StateMachine> PitrManager<S> {
             archive_lag_entries,
             archive_lag_seconds,
             archive_last_error,
-            current_lsn: Lsn(s.durable_lsn),
+            current_lsn: s.durable_lsn,
             active_segment_entries: s.active_segment_entries,
             archived_segment_count: self.inner.archived_segments.load(Ordering::SeqCst),
             bytes,
@@ -348,7 +348,7 @@ impl<S: StateMachine> PitrManager<S> {
             fsync_count: s.fsync_count,
             append_count: s.append_count,
             first_lsn: Lsn(first_lsn),
-            highest_term: Term::from(s.highest_term),
+            highest_term: s.highest_term,
         }
     }
 
@@ -513,7 +513,7 @@ async fn archive_once<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<ArchiveR
         Ok(round) => {
             inner
                 .archived_upto
-                .store(round.sync.archived_upto_lsn, Ordering::SeqCst);
+                .store(round.sync.archived_upto_lsn.get(), Ordering::SeqCst);
             inner
                 .archived_segments
                 .store(round.archived_segments, Ordering::SeqCst);
@@ -559,7 +559,7 @@ async fn background_archiving<S: StateMachine>(
             }
             match archive_once(&inner).await {
                 Ok(r) => tracing::debug!(
-                    upto = r.sync.archived_upto_lsn,
+                    upto = r.sync.archived_upto_lsn.get(),
                     segments = r.sync.segments_archived,
                     backups = r.sync.backups_archived,
                     "archive round"

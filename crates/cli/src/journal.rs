@@ -15,9 +15,9 @@ use anyhow::{bail, Context, Result};
 use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::pitr::backup::list_backups;
-use lifeboat_journal::pitr::{decode_op, recover_from_dirs, RecoveryTarget};
-use lifeboat_journal::segment::list_segments;
-use lifeboat_journal::{iter_from, verify, Lsn};
+use lifeboat_journal::pitr::{decode_op, recover_with, RecoveryOptions, RecoveryTarget};
+use lifeboat_journal::reader::journal_segments;
+use lifeboat_journal::{iter_from, verify, CancelToken, Error as JournalError, Lsn, RawLsn};
 use serde::Serialize;
 
 use crate::common::{print_json, runtime, GlobalArgs};
@@ -61,7 +61,7 @@ enum Sub {
     Verify {
         /// First LSN to verify (default: the oldest record present).
         #[arg(long, default_value_t = 1)]
-        from_lsn: Lsn,
+        from_lsn: RawLsn,
     },
     /// List base backups, oldest first.
     Backups,
@@ -73,7 +73,7 @@ enum Sub {
         to_time: Option<String>,
         /// Recover every record up to and including this LSN.
         #[arg(long, group = "target")]
-        to_lsn: Option<Lsn>,
+        to_lsn: Option<u64>,
         /// Recover every durable record.
         #[arg(long, group = "target")]
         latest: bool,
@@ -85,7 +85,7 @@ enum Sub {
     Dump {
         /// First LSN to print.
         #[arg(long, default_value_t = 1)]
-        from_lsn: Lsn,
+        from_lsn: RawLsn,
         /// Stop after this many records.
         #[arg(long)]
         limit: Option<u64>,
@@ -113,9 +113,10 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
                 ),
                 None => None,
             };
+            // Never `Archive::open`: that creates an archive where none exists.
             Some(
-                rt.block_on(Archive::open(loc, key))
-                    .with_context(|| format!("open journal archive {loc}"))?,
+                rt.block_on(Archive::open_existing(loc, key))
+                    .with_context(|| format!("open journal archive {loc} (--archive)"))?,
             )
         }
     };
@@ -129,6 +130,12 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             let r = rt
                 .block_on(archive.restore_into(&wal_dir, &backup_dir))
                 .context("download and verify the archive")?;
+            if r.segments == 0 {
+                bail!(
+                    "journal archive {} holds no journal segments: nothing to read",
+                    archive.location()
+                );
+            }
             if !g.json {
                 eprintln!(
                     "restored {} segments (LSN {}..={}) and {} backups from {}",
@@ -150,12 +157,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
             let Some(wal_dir) = a.source.wal_dir.clone() else {
                 bail!("say where the journal is: --wal-dir DIR (or PITR_WAL_DIR) and --backup-dir DIR, or --archive LOCATION");
             };
-            if !wal_dir.is_dir() {
-                bail!(
-                    "{} is not a directory: pass the journal's WAL directory with --wal-dir",
-                    wal_dir.display()
-                );
-            }
+            require_journal(&wal_dir)?;
             let backup_dir = a
                 .source
                 .backup_dir
@@ -181,14 +183,22 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         } => {
             let target = match (to_time, to_lsn, latest) {
                 (Some(t), None, false) => RecoveryTarget::Timestamp(parse_time(&t)?),
-                (None, Some(n), false) => RecoveryTarget::Lsn(n),
+                (None, Some(n), false) => RecoveryTarget::Lsn(Lsn(n)),
                 (None, None, true) => RecoveryTarget::Latest,
                 _ => bail!("say where to recover to: --to-time T, --to-lsn N or --latest"),
             };
-            recover_cmd(g, &src, target, &out)
+            recover_cmd(g, &rt, &src, target, &out)
         }
         Sub::Dump { from_lsn, limit } => dump_cmd(g, &src, from_lsn, limit),
     }
+}
+
+/// Refuses a `--wal-dir` that holds no journal (the library error names the directory and
+/// what was expected; this adds where the path came from).
+fn require_journal(wal_dir: &Path) -> Result<()> {
+    journal_segments(wal_dir)
+        .map(drop)
+        .context("pass the journal's WAL directory with --wal-dir (or PITR_WAL_DIR)")
 }
 
 /// Accepts RFC 3339 or Unix nanoseconds.
@@ -219,14 +229,14 @@ struct LocalStats {
     wal_dir: PathBuf,
     segments: u64,
     bytes: u64,
-    first_lsn: Lsn,
-    last_lsn: Lsn,
+    first_lsn: RawLsn,
+    last_lsn: RawLsn,
     entries: u64,
     last_record_time: Option<String>,
     highest_term_in_active_segment: u64,
     active_segment_entries: u64,
     backups: usize,
-    newest_backup_lsn: Option<Lsn>,
+    newest_backup_lsn: Option<RawLsn>,
     archive: Option<ArchiveStats>,
 }
 
@@ -236,8 +246,8 @@ struct ArchiveStats {
     encrypted: bool,
     manifest_seq: u64,
     segments: usize,
-    first_lsn: Option<Lsn>,
-    archived_upto_lsn: Lsn,
+    first_lsn: Option<RawLsn>,
+    archived_upto_lsn: RawLsn,
     backups: usize,
     bytes: u64,
     lag_entries: Option<u64>,
@@ -245,8 +255,7 @@ struct ArchiveStats {
 }
 
 fn local_stats(g: &GlobalArgs, src: &Source) -> Result<ExitCode> {
-    let segs = list_segments(&src.wal_dir)
-        .with_context(|| format!("list segments in {}", src.wal_dir.display()))?;
+    let segs = journal_segments(&src.wal_dir)?;
     let mut bytes = 0;
     for (_, p) in &segs {
         bytes += std::fs::metadata(p)
@@ -281,7 +290,7 @@ fn local_stats(g: &GlobalArgs, src: &Source) -> Result<ExitCode> {
         highest_term_in_active_segment: term,
         active_segment_entries: active,
         backups: backups.len(),
-        newest_backup_lsn: backups.iter().map(|b| b.start_lsn).max(),
+        newest_backup_lsn: backups.iter().map(|b| b.start_lsn.get()).max(),
         archive: None,
     };
     if g.json {
@@ -320,7 +329,10 @@ fn archive_stats(
         .block_on(archive.manifest())
         .context("read the archive manifest")?;
     let lag = match wal_dir {
-        Some(d) => Some(rt.block_on(archive.lag(d)).context("compute archive lag")?),
+        Some(d) => {
+            require_journal(d)?;
+            Some(rt.block_on(archive.lag(d)).context("compute archive lag")?)
+        }
         None => None,
     };
     let st = ArchiveStats {
@@ -371,11 +383,11 @@ struct VerifyOut {
 
 #[derive(Serialize)]
 struct VerifyError {
-    lsn: Lsn,
+    lsn: RawLsn,
     error: String,
 }
 
-fn verify_cmd(g: &GlobalArgs, src: &Source, from_lsn: Lsn) -> Result<ExitCode> {
+fn verify_cmd(g: &GlobalArgs, src: &Source, from_lsn: RawLsn) -> Result<ExitCode> {
     let r = verify(&src.wal_dir, from_lsn)
         .with_context(|| format!("verify {}", src.wal_dir.display()))?;
     let (backups, mut backup_errors): (_, Vec<String>) = if src.backup_dir.exists() {
@@ -436,7 +448,7 @@ fn verify_cmd(g: &GlobalArgs, src: &Source, from_lsn: Lsn) -> Result<ExitCode> {
 struct BackupOut {
     id: String,
     created_at: String,
-    start_lsn: Lsn,
+    start_lsn: RawLsn,
     start_time: Option<String>,
     term: u64,
     size_bytes: u64,
@@ -455,10 +467,10 @@ fn backups_cmd(g: &GlobalArgs, src: &Source) -> Result<ExitCode> {
         .map(|b| BackupOut {
             id: b.id.clone(),
             created_at: rfc3339(b.created_at),
-            start_lsn: b.start_lsn,
+            start_lsn: b.start_lsn.get(),
             start_time: (b.start_timestamp_nanos != 0)
                 .then(|| rfc3339_nanos(b.start_timestamp_nanos)),
-            term: b.term,
+            term: b.term.get(),
             size_bytes: b.size_bytes,
             snapshot_bytes: b.snapshot_len,
             compressed: b.compressed,
@@ -483,7 +495,7 @@ fn backups_cmd(g: &GlobalArgs, src: &Source) -> Result<ExitCode> {
 
 #[derive(Serialize)]
 struct RecoverOut {
-    lsn: Lsn,
+    lsn: RawLsn,
     timestamp: Option<String>,
     base_backup_id: Option<String>,
     wal_entries_replayed: u64,
@@ -493,12 +505,20 @@ struct RecoverOut {
 
 fn recover_cmd(
     g: &GlobalArgs,
+    rt: &tokio::runtime::Runtime,
     src: &Source,
     target: RecoveryTarget,
     out: &Path,
 ) -> Result<ExitCode> {
-    let r = recover_from_dirs::<Catalog>(&src.wal_dir, &src.backup_dir, target)
-        .context("recover the journal")?;
+    let opts = RecoveryOptions::cancellable(&cancel_on_signals(rt)?);
+    let r = match recover_with::<Catalog>(&src.wal_dir, &src.backup_dir, target, &opts) {
+        Ok(r) => r,
+        Err(JournalError::Cancelled { .. }) => {
+            eprintln!("error: recovery interrupted; nothing was written");
+            return Ok(ExitCode::from(exit::INTERRUPTED));
+        }
+        Err(e) => return Err(explain_recovery_error(e, target)),
+    };
     let json = serde_json::to_vec_pretty(&r.state)?;
     if out == Path::new("-") {
         use std::io::Write;
@@ -509,7 +529,7 @@ fn recover_cmd(
         write_file_durably(out, &json)?;
     }
     let report = RecoverOut {
-        lsn: r.lsn,
+        lsn: r.lsn.get(),
         timestamp: r.timestamp.map(rfc3339),
         base_backup_id: r.base_backup_id.clone(),
         wal_entries_replayed: r.wal_entries_replayed,
@@ -538,6 +558,49 @@ fn recover_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A token cancelled by SIGINT/SIGTERM, so Ctrl-C stops a long replay at its next check.
+fn cancel_on_signals(rt: &tokio::runtime::Runtime) -> Result<CancelToken> {
+    let token = CancelToken::new();
+    // Registered before the replay starts, so an early signal is never lost.
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    let t = token.clone();
+    rt.spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        t.cancel();
+    });
+    Ok(token)
+}
+
+/// The library's typed recovery errors, with the flags that fix them.
+fn explain_recovery_error(e: JournalError, target: RecoveryTarget) -> anyhow::Error {
+    let shown = match target {
+        RecoveryTarget::Timestamp(t) => format!("--to-time {}", rfc3339(t)),
+        RecoveryTarget::Lsn(n) => format!("--to-lsn {n}"),
+        RecoveryTarget::Latest => "--latest".into(),
+    };
+    let hint = match &e {
+        JournalError::TargetAfterEnd { last_lsn, .. } => format!(
+            "{shown} is after the end of the journal (last LSN {last_lsn}); nothing was \
+             written: recover with --latest or an earlier target"
+        ),
+        JournalError::TargetBeforeStart { earliest_lsn, .. } => format!(
+            "{shown} is before the oldest recoverable point (LSN {earliest_lsn}); nothing was \
+             written: the segments before it are gone and no base backup is that old"
+        ),
+        _ => "recover the journal".into(),
+    };
+    anyhow::Error::new(e).context(hint)
+}
+
 /// Temp file + fsync + rename + fsync(dir): a recovered state is never half-written.
 fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -557,7 +620,7 @@ fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
 
 #[derive(Serialize)]
 struct DumpRecord {
-    lsn: Lsn,
+    lsn: RawLsn,
     time: String,
     term: u64,
     bytes: usize,
@@ -565,7 +628,12 @@ struct DumpRecord {
     op: Option<CatalogOp>,
 }
 
-fn dump_cmd(g: &GlobalArgs, src: &Source, from_lsn: Lsn, limit: Option<u64>) -> Result<ExitCode> {
+fn dump_cmd(
+    g: &GlobalArgs,
+    src: &Source,
+    from_lsn: RawLsn,
+    limit: Option<u64>,
+) -> Result<ExitCode> {
     use std::io::Write;
     let mut so = std::io::stdout().lock();
     let records = iter_from(&src.wal_dir, from_lsn)

@@ -80,13 +80,26 @@ fn write_journal(root: &Path, n: u64, backup_at: u64) -> (Vec<CatalogOp>, Vec<i6
     rt.block_on(async {
         let pitr = PitrManager::<Catalog>::open(config).await.unwrap();
         for (i, o) in ops.iter().enumerate() {
-            let lsn = pitr.log_change(o.clone()).await.unwrap();
+            let lsn = pitr.log_change(o.clone()).await.unwrap().get();
             assert_eq!(lsn, i as u64 + 1);
             if lsn == backup_at {
                 pitr.create_base_backup().await.unwrap();
             }
         }
     });
+    // The dropped writer's spare-segment thread may still be removing its `*.seg.tmp`.
+    for _ in 0..200 {
+        let spare = std::fs::read_dir(root.join("wal")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg.tmp")
+        });
+        if !spare {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     let times = lifeboat_journal::read_from(&root.join("wal"), 1)
         .unwrap()
         .iter()
@@ -106,6 +119,7 @@ fn stats_verify_backups_recover_dump_on_a_local_journal() {
     let wal = d.path().join("wal");
     let bk = d.path().join("backups");
     let (w, b) = (wal.to_str().unwrap(), bk.to_str().unwrap());
+    let (wal_before, backups_before) = (tree(&wal), tree(&bk));
 
     let st: serde_json::Value = serde_json::from_str(&ok(&lifeboat(&[
         "--json",
@@ -238,10 +252,31 @@ fn stats_verify_backups_recover_dump_on_a_local_journal() {
         beyond.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("3000"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        err.contains("3000") && err.contains("after the end"),
+        "{err}"
+    );
+    assert!(!beyond.exists());
+    // A time after the last record is refused the same way, not clamped to the end.
+    let late = (times[2999] + 3_600_000_000_000).to_string();
+    let o = lifeboat(&[
+        "journal",
+        "--wal-dir",
+        w,
+        "--backup-dir",
+        b,
+        "recover",
+        "--to-time",
+        &late,
+        "--out",
+        beyond.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--to-time") && err.contains("after the end") && err.contains("3000"),
+        "{err}"
     );
     assert!(!beyond.exists());
 
@@ -265,6 +300,9 @@ fn stats_verify_backups_recover_dump_on_a_local_journal() {
         assert_eq!(l["lsn"], 5 + i as u64);
         assert_eq!(l["op"], serde_json::to_value(&ops[4 + i]).unwrap());
     }
+    // Read-only: every command above left the journal's directories exactly as they were.
+    assert_eq!(tree(&wal), wal_before);
+    assert_eq!(tree(&bk), backups_before);
 }
 
 #[test]
@@ -320,6 +358,7 @@ fn recover_from_the_archive_after_losing_the_local_directories() {
             .await
             .unwrap()
             .archived_upto_lsn
+            .get()
     });
     assert!(
         archived_upto > 900 && archived_upto < 2500,
@@ -385,4 +424,158 @@ fn recover_from_the_archive_after_losing_the_local_directories() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
     assert!(err.contains("key"), "{err}");
+}
+
+/// Every path under `dir` with its size and modification time.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn failed(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "succeeded:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn read_only_commands_refuse_a_wal_dir_without_a_journal_and_write_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let empty = root.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let foreign = root.join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("cat.jpg"), b"not a journal").unwrap();
+    let file = root.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let missing = root.join("missing");
+    let out = root.join("state.json");
+    let before = tree(root);
+    for (dir, why) in [
+        (&empty, "holds no segment files"),
+        (&foreign, "holds no segment files"),
+        (&file, "not a directory"),
+        (&missing, "does not exist"),
+    ] {
+        let w = dir.to_str().unwrap();
+        let cmds: [&[&str]; 5] = [
+            &["verify"],
+            &["stats"],
+            &["recover", "--latest", "--out", out.to_str().unwrap()],
+            &["dump"],
+            &["backups"],
+        ];
+        for cmd in cmds {
+            let mut args = vec!["journal", "--wal-dir", w];
+            args.extend_from_slice(cmd);
+            let err = failed(&lifeboat(&args));
+            assert!(
+                err.contains("no journal in") && err.contains(w) && err.contains(why),
+                "{cmd:?} on {w}: {err}"
+            );
+            assert!(
+                !err.contains("ok:") && !err.contains("recovered to"),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(tree(root), before, "a read-only command wrote something");
+}
+
+#[test]
+fn a_nonexistent_archive_is_an_error_and_nothing_is_created() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let empty = root.join("empty-archive");
+    std::fs::create_dir(&empty).unwrap();
+    let out = root.join("state.json");
+    let before = tree(root);
+    for loc in [root.join("no-such-archive"), empty.clone()] {
+        let a = loc.to_str().unwrap();
+        let cmds: [&[&str]; 3] = [
+            &["stats"],
+            &["verify"],
+            &["recover", "--latest", "--out", out.to_str().unwrap()],
+        ];
+        for cmd in cmds {
+            let mut args = vec!["journal", "--archive", a];
+            args.extend_from_slice(cmd);
+            let err = failed(&lifeboat(&args));
+            assert!(
+                err.contains("no journal archive") && err.contains("--archive"),
+                "{cmd:?} on {a}: {err}"
+            );
+        }
+    }
+    assert_eq!(tree(root), before, "reading an archive created something");
+    assert!(!root.join("no-such-archive").exists());
+    assert!(!empty.join("archive.json").exists());
+}
+
+#[test]
+fn a_target_before_the_oldest_recoverable_point_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write_journal(d.path(), 3000, 1200);
+    let wal = d.path().join("wal");
+    // What WAL retention does: drop the segments the backup at LSN 1200 no longer needs.
+    let segs = lifeboat_journal::segment::list_segments(&wal).unwrap();
+    for pair in segs.windows(2) {
+        if pair[1].0 <= 1201 {
+            std::fs::remove_file(&pair[0].1).unwrap();
+        }
+    }
+    let (w, b) = (
+        wal.to_str().unwrap().to_owned(),
+        d.path().join("backups").to_str().unwrap().to_owned(),
+    );
+    let out = d.path().join("early.json");
+    let err = failed(&lifeboat(&[
+        "journal",
+        "--wal-dir",
+        &w,
+        "--backup-dir",
+        &b,
+        "recover",
+        "--to-lsn",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("--to-lsn 5")
+            && err.contains("before the oldest recoverable point")
+            && err.contains("1200"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // From the backup on, recovery still works.
+    ok(&lifeboat(&[
+        "journal",
+        "--wal-dir",
+        &w,
+        "--backup-dir",
+        &b,
+        "recover",
+        "--to-lsn",
+        "1500",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::record;
 use lifeboat_journal::segment::{self, SegmentHeader, SEGMENT_HEADER_LEN};
-use lifeboat_journal::{iter_from, verify, Journal, JournalOptions, Lsn};
+use lifeboat_journal::{iter_from, verify, Journal, JournalOptions, RawLsn as Lsn};
 use serde_json::json;
 
 /// Payload size of every benchmark record.

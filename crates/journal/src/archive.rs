@@ -27,7 +27,7 @@ pub use manifest::{
 };
 
 use crate::segment;
-use crate::Lsn;
+use lifeboat_types::Lsn;
 use local::{
     blocking, check_segment, list_backups, now_nanos, prepare_target, read_closed_segment,
     sha256_hex, valid_backup_name, write_file_durably,
@@ -122,11 +122,31 @@ impl Archive {
         Self::open_store(store, key).await
     }
 
+    /// Opens the archive at `location` without creating anything: a location holding no
+    /// archive fails with [`ArchiveError::NoArchive`]. For readers (inspection, restore).
+    pub async fn open_existing(location: &str, key: Option<ArchiveKey>) -> ArchiveResult<Archive> {
+        let store = Store::open(location, &StoreOptions::default())?;
+        Self::open_store_with(store, key, false).await
+    }
+
     /// Same as [`Archive::open`] over an already opened store (tests, custom S3 settings).
     pub async fn open_store(store: Store, key: Option<ArchiveKey>) -> ArchiveResult<Archive> {
+        Self::open_store_with(store, key, true).await
+    }
+
+    async fn open_store_with(
+        store: Store,
+        key: Option<ArchiveKey>,
+        create: bool,
+    ) -> ArchiveResult<Archive> {
         let archive = Archive { store, key };
         let info = match archive.store.get(INFO_KEY).await {
             Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() && !create => {
+                return Err(ArchiveError::NoArchive {
+                    location: archive.store.location().to_owned(),
+                })
+            }
             Err(e) if e.is_not_found() => {
                 let info = ArchiveInfo {
                     format: ARCHIVE_FORMAT_NAME.into(),
@@ -414,8 +434,8 @@ impl Archive {
             }
             if upto > 0 && first != upto + 1 {
                 return Err(ArchiveError::Gap {
-                    archived_upto: upto,
-                    next_local: first,
+                    archived_upto: Lsn(upto),
+                    next_local: Lsn(first),
                 });
             }
             upto = last;
@@ -516,7 +536,7 @@ impl Archive {
         report.segments_archived = new_segments.len() as u64;
         report.backups_archived = new_backups.len() as u64;
         if new_segments.is_empty() && new_backups.is_empty() {
-            report.archived_upto_lsn = base.archived_upto_lsn();
+            report.archived_upto_lsn = Lsn(base.archived_upto_lsn());
             report.manifest_seq = base.seq;
             return Ok(report);
         }
@@ -552,7 +572,7 @@ impl Archive {
                 Ok(())
             })
             .await?;
-        report.archived_upto_lsn = m.archived_upto_lsn();
+        report.archived_upto_lsn = Lsn(m.archived_upto_lsn());
         report.manifest_seq = m.seq;
         Ok(report)
     }
@@ -601,8 +621,8 @@ impl Archive {
         .await?;
         let seconds = oldest.map_or(0.0, |ts| (now_nanos() - ts).max(0) as f64 / 1e9);
         Ok(ArchiveLag {
-            archived_upto_lsn: upto,
-            local_last_lsn: last,
+            archived_upto_lsn: Lsn(upto),
+            local_last_lsn: Lsn(last),
             entries,
             seconds,
         })
@@ -669,10 +689,10 @@ impl Archive {
             report.bytes += bytes.len() as u64;
             blocking(move || write_file_durably(&dir, &name, &bytes)).await?;
             if report.segments == 0 {
-                report.first_lsn = s.first_lsn;
+                report.first_lsn = Lsn(s.first_lsn);
             }
             report.segments += 1;
-            report.last_lsn = s.last_lsn;
+            report.last_lsn = Lsn(s.last_lsn);
             prev = Some(s);
         }
         for b in m.backups.values() {
@@ -711,7 +731,7 @@ impl Archive {
             (
                 m.segments
                     .values()
-                    .filter(|s| s.last_lsn < keep_from_lsn)
+                    .filter(|s| s.last_lsn < keep_from_lsn.get())
                     .cloned()
                     .collect(),
                 m.backups

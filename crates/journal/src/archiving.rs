@@ -59,7 +59,12 @@ pub async fn archive_round(
             Ok((first, names))
         })
         .await
-        .map_err(|e| ArchiveError::Journal(crate::Error::Poisoned(e.to_string())))??
+        .map_err(|e| {
+            ArchiveError::Journal(crate::Error::TaskFailed {
+                task: "archive listing",
+                reason: e.to_string(),
+            })
+        })??
     };
     let mut round = ArchiveRound {
         archived_segments: manifest.segments.len() as u64,
@@ -69,7 +74,9 @@ pub async fn archive_round(
     // Only prune when the local side has something to mirror: an empty local directory (e.g.
     // mid-restore) must never empty the archive.
     if let (Some(first), false) = (first_local, keep_backups.is_empty()) {
-        let r = archive.apply_retention(first, &keep_backups).await?;
+        let r = archive
+            .apply_retention(crate::Lsn(first), &keep_backups)
+            .await?;
         round.segments_deleted = r.segments_deleted;
         round.backups_deleted = r.backups_deleted;
         round.archived_segments = round.archived_segments.saturating_sub(r.segments_deleted);

@@ -2,14 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, JournalAbsence, Result};
 use crate::record::{Hash, Record, RecordError};
 use crate::segment;
-use crate::Lsn;
+use crate::RawLsn;
 
 /// Calls `f` for every record with LSN ≥ `from_lsn`, in order (see [`iter_from`]); damage
 /// fails with its LSN, after the records before it were delivered.
-pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Result<()> {
+pub fn for_each_from(dir: &Path, from_lsn: RawLsn, mut f: impl FnMut(Record)) -> Result<()> {
     for r in iter_from(dir, from_lsn)? {
         f(r?);
     }
@@ -27,12 +27,34 @@ pub fn for_each_from(dir: &Path, from_lsn: Lsn, mut f: impl FnMut(Record)) -> Re
 pub struct RecordIter {
     rx: std::sync::mpsc::Receiver<Result<Vec<(usize, Record)>>>,
     buf: std::vec::IntoIter<(usize, Record)>,
-    from: Lsn,
+    from: RawLsn,
     done: bool,
 }
 
+/// The segments of the journal in `dir`, refusing a path that holds none (missing, a file,
+/// an empty or foreign directory): readers must never report an empty log for a wrong path.
+pub fn journal_segments(dir: &Path) -> Result<Vec<(RawLsn, PathBuf)>> {
+    let absent = |why| Error::NoJournal {
+        dir: dir.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(absent(JournalAbsence::Missing))
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+        Ok(m) if !m.is_dir() => return Err(absent(JournalAbsence::NotADirectory)),
+        Ok(_) => {}
+    }
+    let segments = segment::list_segments(dir)?;
+    if segments.is_empty() {
+        return Err(absent(JournalAbsence::NoSegments));
+    }
+    Ok(segments)
+}
+
 /// Opens an iterator over the records from `from_lsn` on.
-pub fn iter_from(dir: &Path, from_lsn: Lsn) -> Result<RecordIter> {
+pub fn iter_from(dir: &Path, from_lsn: RawLsn) -> Result<RecordIter> {
     let segments = segment::list_segments(dir)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let mut loader = Loader {
@@ -72,10 +94,10 @@ pub fn iter_from(dir: &Path, from_lsn: Lsn) -> Result<RecordIter> {
 
 /// The reading half of [`RecordIter`], run on its helper thread.
 struct Loader {
-    segments: Vec<(Lsn, PathBuf)>,
+    segments: Vec<(RawLsn, PathBuf)>,
     idx: usize,
-    from: Lsn,
-    prev: Option<(Lsn, Hash)>,
+    from: RawLsn,
+    prev: Option<(RawLsn, Hash)>,
 }
 
 impl Loader {
@@ -107,7 +129,7 @@ impl Loader {
             if let Some((lsn, hash)) = self.prev {
                 if scan.header.first_lsn != lsn || scan.header.prev_hash != hash {
                     return Err(Error::Corrupt {
-                        lsn,
+                        lsn: lsn.into(),
                         path,
                         reason: RecordError::ChainMismatch {
                             expected: hex::encode(hash),
@@ -127,7 +149,11 @@ impl Loader {
                     .valid_after_stop
                     .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
                 if i + 1 != n || !reason.is_tear_like() || mid_log {
-                    pending = Some(Error::Corrupt { lsn, path, reason });
+                    pending = Some(Error::Corrupt {
+                        lsn: lsn.into(),
+                        path,
+                        reason,
+                    });
                 }
             }
             return Ok(Some((records, pending)));
@@ -165,7 +191,7 @@ impl Iterator for RecordIter {
 }
 
 /// All records with LSN ≥ `from_lsn` (see [`for_each_from`]).
-pub fn read_from(dir: &Path, from_lsn: Lsn) -> Result<Vec<Record>> {
+pub fn read_from(dir: &Path, from_lsn: RawLsn) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for_each_from(dir, from_lsn, |r| out.push(r))?;
     Ok(out)
@@ -179,18 +205,19 @@ pub struct VerifyReport {
     /// Records with LSN ≥ `from_lsn` whose CRC and chain link checked out.
     pub verified_entries: u64,
     /// Every problem found, with the LSN it concerns.
-    pub errors: Vec<(Lsn, String)>,
+    pub errors: Vec<(RawLsn, String)>,
 }
 
 /// Checks every segment's records (CRC, LSN, hash chain, also across segments) and reports
 /// all problems with their LSNs rather than stopping at the first. The chain is always checked
-/// from the first segment; `from_lsn` only limits what is counted.
-pub fn verify(dir: &Path, from_lsn: Lsn) -> Result<VerifyReport> {
-    let segments = segment::list_segments(dir)?;
+/// from the first segment; `from_lsn` only limits what is counted. A directory holding no
+/// journal is an error ([`Error::NoJournal`]), not a valid empty log.
+pub fn verify(dir: &Path, from_lsn: RawLsn) -> Result<VerifyReport> {
+    let segments = journal_segments(dir)?;
     let n = segments.len();
     let mut errors = Vec::new();
     let mut verified = 0;
-    let mut prev: Option<(Lsn, Hash)> = None;
+    let mut prev: Option<(RawLsn, Hash)> = None;
     for (i, (first, path)) in segments.iter().enumerate() {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let scan = match segment::scan(path, &bytes, false) {

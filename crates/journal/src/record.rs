@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::Lsn;
+use crate::RawLsn;
 
 /// Record magic: stale or foreign bytes almost never start with it.
 pub const RECORD_MAGIC: [u8; 4] = *b"LBJR";
@@ -33,7 +33,7 @@ pub struct Record {
     /// Record type (`RECORD_DATA` for application payloads).
     pub rec_type: u8,
     /// Log sequence number.
-    pub lsn: Lsn,
+    pub lsn: RawLsn,
     /// Wall-clock time of the append, unix nanoseconds.
     pub timestamp_nanos: i64,
     /// Writer term / fencing token.
@@ -100,9 +100,9 @@ pub enum RecordError {
     #[error("expected LSN {expected}, found {found}")]
     LsnMismatch {
         /// LSN expected at this position.
-        expected: Lsn,
+        expected: RawLsn,
         /// LSN stored.
-        found: Lsn,
+        found: RawLsn,
     },
 }
 
@@ -142,7 +142,7 @@ fn hash(header: &[u8], payload: &[u8]) -> Hash {
 pub fn encode(
     salt: u64,
     rec_type: u8,
-    lsn: Lsn,
+    lsn: RawLsn,
     timestamp_nanos: i64,
     term: u64,
     prev_hash: &Hash,
@@ -235,7 +235,7 @@ pub(crate) fn decode_frame(salt: u64, buf: &[u8]) -> Result<(Record, usize, usiz
 }
 
 /// Checks that `rec` is the record expected after a predecessor with hash `prev` at `lsn`.
-pub fn check_follows(rec: &Record, lsn: Lsn, prev: &Hash) -> Result<(), RecordError> {
+pub fn check_follows(rec: &Record, lsn: RawLsn, prev: &Hash) -> Result<(), RecordError> {
     if rec.lsn != lsn {
         return Err(RecordError::LsnMismatch {
             expected: lsn,

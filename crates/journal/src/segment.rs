@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::record::{self, Hash, Record, RecordError};
-use crate::Lsn;
+use crate::RawLsn;
 
 /// Segment magic.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LBJSEG01";
@@ -25,7 +25,7 @@ pub struct SegmentHeader {
     /// Random per-segment salt mixed into every record CRC.
     pub salt: u64,
     /// LSN of the first record in the segment.
-    pub first_lsn: Lsn,
+    pub first_lsn: RawLsn,
     /// Hash of the previous segment's last record.
     pub prev_hash: Hash,
 }
@@ -75,12 +75,12 @@ impl SegmentHeader {
 }
 
 /// File name of the segment starting at `first_lsn`.
-pub fn segment_name(first_lsn: Lsn) -> String {
+pub fn segment_name(first_lsn: RawLsn) -> String {
     format!("{first_lsn:020}.seg")
 }
 
 /// Segment files in `dir`, sorted by first LSN (parsed from the name).
-pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+pub fn list_segments(dir: &Path) -> Result<Vec<(RawLsn, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -92,7 +92,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
         if stem.len() != 20 {
             continue;
         }
-        if let Ok(lsn) = stem.parse::<Lsn>() {
+        if let Ok(lsn) = stem.parse::<RawLsn>() {
             out.push((lsn, entry.path()));
         }
     }
@@ -236,7 +236,7 @@ pub struct Scan {
     /// Hash of the last good record (or the header's `prev_hash`).
     pub last_hash: Hash,
     /// Why the scan stopped before the end of the bytes, unless it was zeroed space.
-    pub stop: Option<(Lsn, RecordError)>,
+    pub stop: Option<(RawLsn, RecordError)>,
     /// Offset of an intact record (right salt, later LSN) beyond a failure, if any: the
     /// damage is followed by data, so it may be more than a torn tail.
     pub valid_after_stop: Option<usize>,

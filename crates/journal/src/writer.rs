@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::record::{self, Hash, RecordError, MAX_PAYLOAD, RECORD_DATA};
 use crate::segment::{self, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::Lsn;
+use crate::RawLsn;
+use lifeboat_types::{Lsn, Term};
 
 /// How a journal is laid out and written.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct JournalStats {
     /// Last LSN known durable (fsynced).
     pub durable_lsn: Lsn,
     /// Highest term recorded.
-    pub highest_term: u64,
+    pub highest_term: Term,
     /// Appends accepted by this instance.
     pub append_count: u64,
     /// Data fsyncs issued by group commit (rotation syncs not included).
@@ -81,7 +82,7 @@ struct State {
     path: PathBuf,
     salt: u64,
     write_pos: u64,
-    next_lsn: Lsn,
+    next_lsn: RawLsn,
     last_hash: Hash,
     last_ts: i64,
     highest_term: u64,
@@ -98,7 +99,7 @@ struct State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     /// Its LSN.
-    pub lsn: Lsn,
+    pub lsn: RawLsn,
     /// The timestamp the writer stamped on it (unix nanoseconds).
     pub timestamp_nanos: i64,
     /// Its record hash (the next record's `prev_hash`), so snapshots can anchor the chain.
@@ -109,9 +110,9 @@ pub struct Written {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosedSegment {
     /// LSN of its first record.
-    pub first_lsn: Lsn,
+    pub first_lsn: RawLsn,
     /// LSN of its last record.
-    pub last_lsn: Lsn,
+    pub last_lsn: RawLsn,
     /// The file.
     pub path: PathBuf,
     /// When it was last modified (closed segments are immutable: when it was closed).
@@ -219,7 +220,7 @@ impl Journal {
             return Ok(Self::new(dir, lock, opts, state, 0, None));
         }
 
-        let mut next_lsn: Option<Lsn> = None;
+        let mut next_lsn: Option<RawLsn> = None;
         let mut last_hash: Hash = [0; 32];
         let mut highest_term = 0;
         let mut last_ts = 0;
@@ -242,7 +243,7 @@ impl Journal {
             if let Some(expected) = next_lsn {
                 if h.first_lsn != expected {
                     return Err(Error::Corrupt {
-                        lsn: expected,
+                        lsn: expected.into(),
                         path: path.clone(),
                         reason: RecordError::LsnMismatch {
                             expected,
@@ -252,7 +253,7 @@ impl Journal {
                 }
                 if h.prev_hash != last_hash {
                     return Err(Error::Corrupt {
-                        lsn: h.first_lsn,
+                        lsn: h.first_lsn.into(),
                         path: path.clone(),
                         reason: RecordError::ChainMismatch {
                             expected: hex::encode(last_hash),
@@ -274,7 +275,7 @@ impl Journal {
                     .is_some_and(|next| !segment::zero_sector_in(&bytes, scan.end, next));
                 if !is_last || !reason.is_tear_like() || mid_log {
                     return Err(Error::Corrupt {
-                        lsn,
+                        lsn: lsn.into(),
                         path: path.clone(),
                         reason,
                     });
@@ -342,7 +343,7 @@ impl Journal {
         lock: Flock<File>,
         opts: JournalOptions,
         state: State,
-        durable: Lsn,
+        durable: RawLsn,
         torn_tail: Option<TornTail>,
     ) -> Self {
         let j = Journal {
@@ -375,7 +376,7 @@ impl Journal {
     /// Appends `payload` under `term` and returns its LSN once the record is durable.
     /// Concurrent callers share fsyncs (group commit). Fails if `term` is lower than the
     /// highest recorded term, or if the journal is poisoned.
-    pub async fn append(&self, term: u64, payload: &[u8]) -> Result<Lsn> {
+    pub async fn append(&self, term: u64, payload: &[u8]) -> Result<RawLsn> {
         let lsn = self.write(term, payload)?.lsn;
         self.wait_durable(lsn).await?;
         Ok(lsn)
@@ -397,8 +398,8 @@ impl Journal {
         }
         if term < st.highest_term {
             return Err(Error::StaleTerm {
-                term,
-                highest: st.highest_term,
+                term: term.into(),
+                highest: st.highest_term.into(),
             });
         }
         let len = record::padded(record::HEADER_LEN + payload.len()) as u64;
@@ -432,7 +433,7 @@ impl Journal {
     /// Closes the active segment now, if it holds any record, so everything written so far
     /// can be archived (PostgreSQL's `pg_switch_wal`). Returns the last LSN of the closed
     /// segment, or `None` when the active segment was empty. Records in it become durable.
-    pub fn switch_segment(&self) -> Result<Option<Lsn>> {
+    pub fn switch_segment(&self) -> Result<Option<RawLsn>> {
         let mut st = self.lock();
         if let Some(p) = &st.poisoned {
             return Err(Error::Poisoned(p.clone()));
@@ -591,7 +592,7 @@ impl Journal {
 
     /// Returns once every record up to `lsn` is durable: the first waiter fsyncs everything
     /// written so far, those queued behind it usually find their record already covered.
-    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+    pub async fn wait_durable(&self, lsn: RawLsn) -> Result<()> {
         loop {
             if self.durable.load(Ordering::SeqCst) >= lsn {
                 return Ok(());
@@ -629,7 +630,10 @@ impl Journal {
                 Err(join) => {
                     let msg = format!("fdatasync task failed: {join}");
                     self.lock().poisoned = Some(msg.clone());
-                    return Err(Error::Poisoned(msg));
+                    return Err(Error::TaskFailed {
+                        task: "fdatasync",
+                        reason: join.to_string(),
+                    });
                 }
             }
         }
@@ -639,10 +643,10 @@ impl Journal {
     pub fn stats(&self) -> JournalStats {
         let st = self.lock();
         JournalStats {
-            next_lsn: st.next_lsn,
-            written_lsn: st.next_lsn - 1,
-            durable_lsn: self.durable.load(Ordering::SeqCst),
-            highest_term: st.highest_term,
+            next_lsn: Lsn(st.next_lsn),
+            written_lsn: Lsn(st.next_lsn - 1),
+            durable_lsn: Lsn(self.durable.load(Ordering::SeqCst)),
+            highest_term: Term::from(st.highest_term),
             append_count: st.appends,
             fsync_count: self.fsyncs.load(Ordering::SeqCst),
             segment_count: st.segment_count,

@@ -100,7 +100,10 @@ async fn sync_ships_only_closed_segments_and_is_idempotent() {
             "{loc}: all but the active one"
         );
         assert_eq!(r.backups_archived, 1, "{loc}: .tmp and other files ignored");
-        assert_eq!(r.archived_upto_lsn, active_first(&wal) - 1);
+        assert_eq!(
+            r.archived_upto_lsn,
+            lifeboat_journal::Lsn(active_first(&wal) - 1)
+        );
         let m = a.manifest().await.unwrap();
         assert_eq!(m.segments.len() as u64, segs - 1);
         assert!(m.backups.contains_key(&name));
@@ -126,7 +129,10 @@ async fn sync_ships_only_closed_segments_and_is_idempotent() {
         assert_eq!(more.segments_archived, now - segs, "{loc}");
         assert_eq!(more.objects_already_present, 0);
         assert_eq!(more.manifest_seq, r.manifest_seq + 1);
-        assert_eq!(more.archived_upto_lsn, active_first(&wal) - 1);
+        assert_eq!(
+            more.archived_upto_lsn,
+            lifeboat_journal::Lsn(active_first(&wal) - 1)
+        );
         let objects = store(loc).list("segments").await.unwrap();
         assert_eq!(
             objects.len() as u64,
@@ -144,7 +150,7 @@ async fn total_loss(loc: &str, tmp: &Path, key: Option<ArchiveKey>) {
     let (name, backup) = backup_file(&bak, 1, "base", 50_000);
     let a = Archive::open(loc, key.clone()).await.unwrap();
     let synced = a.sync(&wal, &bak).await.unwrap();
-    let upto = synced.archived_upto_lsn;
+    let upto = synced.archived_upto_lsn.get();
     let originals: Vec<Record> = read_from(&wal, 1).unwrap();
     drop(j);
     std::fs::remove_dir_all(&wal).unwrap();
@@ -154,7 +160,10 @@ async fn total_loss(loc: &str, tmp: &Path, key: Option<ArchiveKey>) {
     let wal2 = tmp.join("wal-restored");
     let bak2 = tmp.join("bak-restored");
     let r = a.restore_into(&wal2, &bak2).await.unwrap();
-    assert_eq!((r.first_lsn, r.last_lsn, r.backups), (1, upto, 1));
+    assert_eq!(
+        (r.first_lsn.get(), r.last_lsn.get(), r.backups),
+        (1, upto, 1)
+    );
     let restored = read_from(&wal2, 1).unwrap();
     assert_eq!(restored.len() as u64, upto);
     assert_eq!(restored[..], originals[..upto as usize], "{loc}");
@@ -209,7 +218,21 @@ async fn keys_are_checked_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     for loc in locations(tmp.path(), "keys") {
         let key = ArchiveKey::generate();
+        // Readers never create an archive: a location without one is `NoArchive`.
+        let err = Archive::open_existing(&loc, Some(key.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ArchiveError::NoArchive { .. }), "{err}");
+        assert_eq!(err.class(), lifeboat_journal::ErrorClass::NotFound);
+        let info = store(&loc).get("archive.json").await;
+        assert!(
+            info.is_err_and(|e| e.is_not_found()),
+            "archive.json was created"
+        );
         Archive::open(&loc, Some(key.clone())).await.unwrap();
+        Archive::open_existing(&loc, Some(key.clone()))
+            .await
+            .unwrap();
         Archive::open(&loc, Some(key)).await.unwrap();
         let err = Archive::open(&loc, None).await.unwrap_err();
         assert!(matches!(err, ArchiveError::KeyRequired { .. }), "{err}");
@@ -219,6 +242,7 @@ async fn keys_are_checked_at_open() {
             .unwrap_err();
         assert!(matches!(err, ArchiveError::WrongKey { .. }), "{err}");
         assert!(err.to_string().contains("wrong archive key"), "{err}");
+        assert_eq!(err.class(), lifeboat_journal::ErrorClass::Auth);
 
         let plain = format!("{loc}-plain");
         Archive::open(&plain, None).await.unwrap();
@@ -377,18 +401,18 @@ async fn lag_in_entries_and_seconds() {
         let lower = age(records[0].timestamp_nanos);
         let lag = a.lag(&wal).await.unwrap();
         let upper = age(records[0].timestamp_nanos);
-        assert_eq!((lag.entries, lag.local_last_lsn), (300, 300));
+        assert_eq!((lag.entries, lag.local_last_lsn.get()), (300, 300));
         assert!(lag.seconds >= lower && lag.seconds <= upper, "{lag:?}");
 
         let r = a.sync(&wal, &bak).await.unwrap();
-        let oldest = &records[r.archived_upto_lsn as usize];
+        let oldest = &records[r.archived_upto_lsn.get() as usize];
         let lower = age(oldest.timestamp_nanos);
         let lag = a.lag(&wal).await.unwrap();
         let upper = age(oldest.timestamp_nanos);
         assert_eq!(lag.archived_upto_lsn, r.archived_upto_lsn);
         assert_eq!(
             lag.entries,
-            300 - r.archived_upto_lsn,
+            300 - r.archived_upto_lsn.get(),
             "active segment only"
         );
         assert!(lag.entries > 0 && lag.entries < 300);
@@ -410,7 +434,7 @@ async fn retention_deletes_manifest_first_then_objects() {
         let m = a.manifest().await.unwrap();
         let keep_from = m.segments.values().nth(2).unwrap().first_lsn + 1;
         let r = a
-            .apply_retention(keep_from, std::slice::from_ref(&new))
+            .apply_retention(lifeboat_journal::Lsn(keep_from), std::slice::from_ref(&new))
             .await
             .unwrap();
         assert_eq!((r.segments_deleted, r.backups_deleted), (2, 1));
@@ -436,7 +460,7 @@ async fn retention_deletes_manifest_first_then_objects() {
         assert_eq!(again.segments_archived, 0);
         // ...but the old backup, still local, is (the caller decides what to keep locally).
         assert_eq!(again.backups_archived, 1);
-        a.apply_retention(keep_from, std::slice::from_ref(&new))
+        a.apply_retention(lifeboat_journal::Lsn(keep_from), std::slice::from_ref(&new))
             .await
             .unwrap();
 
@@ -446,7 +470,7 @@ async fn retention_deletes_manifest_first_then_objects() {
         );
         let rr = a.restore_into(&w, &b).await.unwrap();
         let first_kept = after.segments.keys().next().copied().unwrap();
-        assert_eq!(rr.first_lsn, first_kept);
+        assert_eq!(rr.first_lsn, lifeboat_journal::Lsn(first_kept));
         let report = verify(&w, 1).unwrap();
         assert!(report.is_valid, "{report:?}");
         assert_eq!(std::fs::read(b.join(&new)).unwrap(), new_bytes);
@@ -599,7 +623,10 @@ fn sync_killed_at_random_points_then_resynced_is_complete() {
                 leftovers + r.objects_already_present > 0,
                 "no kill ever landed between an upload and its manifest"
             );
-            assert_eq!(r.archived_upto_lsn, active_first(&wal) - 1);
+            assert_eq!(
+                r.archived_upto_lsn,
+                lifeboat_journal::Lsn(active_first(&wal) - 1)
+            );
             let m = a.manifest().await.unwrap();
             assert_eq!(m.backups.len() as u64, ROUNDS);
             let (w, b) = (
@@ -609,7 +636,7 @@ fn sync_killed_at_random_points_then_resynced_is_complete() {
             let rr = a.restore_into(&w, &b).await.unwrap();
             assert_eq!(rr.backups, ROUNDS);
             let restored = read_from(&w, 1).unwrap();
-            assert_eq!(restored[..], original[..r.archived_upto_lsn as usize]);
+            assert_eq!(restored[..], original[..r.archived_upto_lsn.get() as usize]);
             assert!(verify(&w, 1).unwrap().is_valid);
         });
     }
@@ -667,7 +694,10 @@ async fn sync_futures_dropped_at_random_await_points_then_resynced_is_complete()
             leftovers > 0,
             "{loc}: no cancellation landed between upload and manifest"
         );
-        assert_eq!(r.archived_upto_lsn, active_first(&wal) - 1);
+        assert_eq!(
+            r.archived_upto_lsn,
+            lifeboat_journal::Lsn(active_first(&wal) - 1)
+        );
         let original = read_from(&wal, 1).unwrap();
         let (w, b) = (
             tmp.path().join(format!("dw{n}")),
@@ -676,7 +706,7 @@ async fn sync_futures_dropped_at_random_await_points_then_resynced_is_complete()
         let rr = a.restore_into(&w, &b).await.unwrap();
         assert_eq!(rr.backups, 12);
         let restored = read_from(&w, 1).unwrap();
-        assert_eq!(restored[..], original[..r.archived_upto_lsn as usize]);
+        assert_eq!(restored[..], original[..r.archived_upto_lsn.get() as usize]);
         assert!(verify(&w, 1).unwrap().is_valid);
     }
 }

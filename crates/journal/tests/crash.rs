@@ -41,7 +41,7 @@ fn crash_child_writer() {
             let j = j.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let next = j.stats().next_lsn;
+                    let next = j.stats().next_lsn.get();
                     // The payload is derived from the LSN it will get only when uncontended,
                     // so report the payload's seed alongside the LSN actually assigned.
                     let lsn = j.append(1, &payload(next)).await.unwrap();
@@ -103,7 +103,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
 
         let j = Journal::open(&dir, opts())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
-        let next = j.stats().next_lsn;
+        let next = j.stats().next_lsn.get();
         drop(j);
         let last_acked = acked.keys().next_back().copied().unwrap_or(0);
         assert!(

@@ -108,8 +108,8 @@ proptest! {
                 prop_assert_eq!(j.append(3, p).await.unwrap(), i as u64 + 1);
             }
             let s = j.stats();
-            prop_assert_eq!(s.durable_lsn, sizes.len() as u64);
-            prop_assert_eq!(s.written_lsn, sizes.len() as u64);
+            prop_assert_eq!(s.durable_lsn.get(), sizes.len() as u64);
+            prop_assert_eq!(s.written_lsn.get(), sizes.len() as u64);
             drop(j);
             let j = Journal::open(&dir, opts(seg)).unwrap();
             prop_assert!(j.stats().torn_tail.is_none());
@@ -186,7 +186,7 @@ fn truncating_the_last_segment_at_random_offsets() {
             assert!(t.saved_to.exists());
             assert!(t.saved_to.to_string_lossy().contains(".torn-"));
         }
-        assert_eq!(j.stats().next_lsn, survivors + 1);
+        assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(survivors + 1));
         drop(j);
         assert_prefix(&dir, &payloads, survivors as usize);
         append_continues(&dir, seg, survivors + 1);
@@ -258,7 +258,7 @@ fn bit_flip_in_a_closed_segment_names_the_lsn() {
             lsn: l,
             reason: RecordError::BadCrc { .. },
             ..
-        }) => assert_eq!(l, lsn),
+        }) => assert_eq!(l, lifeboat_journal::Lsn(lsn)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a corrupt journal"),
     }
@@ -266,14 +266,18 @@ fn bit_flip_in_a_closed_segment_names_the_lsn() {
     assert!(!report.is_valid);
     assert_eq!(report.errors[0].0, lsn, "{report:?}");
     assert_eq!(report.errors.len(), 1, "{report:?}");
-    assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn: l, .. }) if l == lsn));
+    assert!(
+        matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn: l, .. }) if l == lifeboat_journal::Lsn(lsn))
+    );
     let items: Vec<_> = lifeboat_journal::iter_from(&dir, 1).unwrap().collect();
     assert_eq!(
         items.len() as u64,
         lsn,
         "records before the damage, then one error"
     );
-    assert!(matches!(items.last(), Some(Err(Error::Corrupt { lsn: l, .. })) if *l == lsn));
+    assert!(
+        matches!(items.last(), Some(Err(Error::Corrupt { lsn: l, .. })) if *l == lifeboat_journal::Lsn(lsn))
+    );
     // Records before the damage are still readable by a reader that stops there.
     let mut seen = 0;
     let _ = lifeboat_journal::reader::for_each_from(&dir, 1, |_| seen += 1);
@@ -315,7 +319,7 @@ fn tampering_with_a_fixed_crc_is_caught_by_the_chain() {
             lsn: l,
             reason: RecordError::ChainMismatch { .. },
             ..
-        }) => assert_eq!(l, lsn + 1),
+        }) => assert_eq!(l, lifeboat_journal::Lsn(lsn + 1)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a tampered journal"),
     }
@@ -342,7 +346,7 @@ fn stale_bytes_under_an_old_salt_are_not_records() {
     let j = Journal::open(&dir, opts(4096)).unwrap();
     let t = j.stats().torn_tail.expect("stale bytes set aside");
     assert!(matches!(t.reason, RecordError::BadCrc { .. }), "{t:?}");
-    assert_eq!(j.stats().next_lsn, 41);
+    assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(41));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,20 +357,20 @@ async fn a_lower_term_is_rejected() {
     assert!(matches!(
         j.append(3, b"b").await,
         Err(Error::StaleTerm {
-            term: 3,
-            highest: 5
+            term: lifeboat_types::FencingToken(3),
+            highest: lifeboat_types::FencingToken(5)
         })
     ));
     assert_eq!(j.append(5, b"c").await.unwrap(), 2);
     assert_eq!(j.append(6, b"d").await.unwrap(), 3);
     drop(j);
     let j = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
-    assert_eq!(j.stats().highest_term, 6);
+    assert_eq!(j.stats().highest_term, lifeboat_types::FencingToken(6));
     assert!(matches!(
         j.append(5, b"e").await,
         Err(Error::StaleTerm {
-            term: 5,
-            highest: 6
+            term: lifeboat_types::FencingToken(5),
+            highest: lifeboat_types::FencingToken(6)
         })
     ));
     assert_eq!(j.append(7, b"f").await.unwrap(), 4);
@@ -386,7 +390,7 @@ async fn an_fsync_failure_poisons_the_journal() {
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert_eq!(
         j.stats().durable_lsn,
-        2,
+        lifeboat_journal::Lsn(2),
         "the failed record is not reported durable"
     );
     for _ in 0..3 {
@@ -398,7 +402,7 @@ async fn an_fsync_failure_poisons_the_journal() {
     // Reopening recovers from what is on disk; the unacknowledged record may or may not be
     // there, and the journal is usable again.
     let j = Journal::open(tmp.path(), JournalOptions::default()).unwrap();
-    let next = j.stats().next_lsn;
+    let next = j.stats().next_lsn.get();
     assert!(next == 3 || next == 4, "{next}");
     assert_eq!(j.append(1, b"e").await.unwrap(), next);
 }
@@ -417,7 +421,10 @@ async fn concurrent_appenders_share_fsyncs() {
                     .append(1, format!("task {t} op {i}").as_bytes())
                     .await
                     .unwrap();
-                assert!(j.stats().durable_lsn >= lsn, "returned before durable");
+                assert!(
+                    j.stats().durable_lsn >= lifeboat_journal::Lsn(lsn),
+                    "returned before durable"
+                );
                 lsns.push(lsn);
             }
             lsns
@@ -462,7 +469,7 @@ fn a_missing_middle_segment_is_an_error_naming_the_lsn() {
     assert!(segs.len() >= 3);
     std::fs::remove_file(&segs[1].1).unwrap();
     match Journal::open(&dir, opts(4096)) {
-        Err(Error::Corrupt { lsn, .. }) => assert_eq!(lsn, segs[1].0),
+        Err(Error::Corrupt { lsn, .. }) => assert_eq!(lsn, lifeboat_journal::Lsn(segs[1].0)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a journal with a hole"),
     }
@@ -501,7 +508,7 @@ fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
     bytes[off + record::HEADER_LEN + 3] ^= 0x01;
     std::fs::write(&last, &bytes).unwrap();
     match Journal::open(&dir, opts(16384)) {
-        Err(Error::Corrupt { lsn: l, .. }) => assert_eq!(l, lsn),
+        Err(Error::Corrupt { lsn: l, .. }) => assert_eq!(l, lifeboat_journal::Lsn(lsn)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("acknowledged records after rot were treated as a torn tail"),
     }
@@ -527,7 +534,7 @@ fn a_bit_flip_before_intact_records_in_the_last_segment_is_not_truncated() {
     let j = Journal::open(&dir2, opts(16384)).unwrap();
     let t = j.stats().torn_tail.unwrap();
     assert!(!t.intact_records_after);
-    assert_eq!(j.stats().next_lsn, lsn2);
+    assert_eq!(j.stats().next_lsn, lifeboat_journal::Lsn(lsn2));
     drop(j);
     assert_prefix(&dir2, &payloads, lsn2 as usize - 1);
 }
@@ -609,7 +616,7 @@ fn a_forged_segment_header_breaks_the_chain() {
             lsn,
             reason: RecordError::ChainMismatch { .. },
             ..
-        }) => assert_eq!(lsn, *first),
+        }) => assert_eq!(lsn, lifeboat_journal::Lsn(*first)),
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("opened a forged journal"),
     }
@@ -617,5 +624,7 @@ fn a_forged_segment_header_breaks_the_chain() {
     // The header breaks the chain, and so the segment's first record no longer links to it.
     assert!(report.errors.iter().all(|e| e.0 == *first), "{report:?}");
     assert!(report.errors[0].1.contains("segment header"), "{report:?}");
-    assert!(matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn, .. }) if lsn == *first));
+    assert!(
+        matches!(read_from(&dir, 1), Err(Error::Corrupt { lsn, .. }) if lsn == lifeboat_journal::Lsn(*first))
+    );
 }

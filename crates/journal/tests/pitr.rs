@@ -12,8 +12,9 @@ use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::pitr::backup::time_from_nanos;
 use lifeboat_journal::segment::{self, SEGMENT_HEADER_LEN};
 use lifeboat_journal::{
-    read_from, recover_from_dirs, Error, PitrConfig, PitrManager, RecoveryTarget,
+    read_from, recover_from_dirs, Error, Lsn, PitrConfig, PitrManager, RecoveryTarget, Term,
 };
+use lifeboat_types::FencingToken;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -52,24 +53,24 @@ proptest! {
                     Action::Op(o) => {
                         let lsn = m.log_change(o.clone()).await.unwrap();
                         ops.push(o.clone());
-                        assert_eq!(lsn, ops.len() as u64);
+                        assert_eq!(lsn, Lsn(ops.len() as u64));
                     }
                     Action::Backup => {
                         let b = m.create_base_backup().await.unwrap();
-                        assert_eq!(b.start_lsn, ops.len() as u64);
+                        assert_eq!(b.start_lsn, Lsn(ops.len() as u64));
                     }
                     Action::Restart => {
                         drop(m);
                         m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
                         m.with_state(|s, lsn| {
-                            assert_eq!(lsn, ops.len() as u64);
+                            assert_eq!(lsn, Lsn(ops.len() as u64));
                             assert_eq!(s, &fold(&ops));
                         });
                     }
                 }
             }
             let latest = m.recover(RecoveryTarget::Latest).await.unwrap();
-            assert_eq!(latest.lsn, ops.len() as u64);
+            assert_eq!(latest.lsn, Lsn(ops.len() as u64));
             assert_eq!(latest.state, fold(&ops));
             ops
         });
@@ -79,9 +80,9 @@ proptest! {
         for pick in &picks {
             let k = pick.index(n + 1);
             let r = recover_from_dirs::<Catalog>(
-                &cfg.wal_directory, &cfg.backup_directory, RecoveryTarget::Lsn(k as u64),
+                &cfg.wal_directory, &cfg.backup_directory, RecoveryTarget::Lsn(Lsn(k as u64)),
             ).unwrap();
-            prop_assert_eq!(r.lsn, k as u64);
+            prop_assert_eq!(r.lsn, Lsn(k as u64));
             prop_assert_eq!(&r.state, &fold(&ops[..k]));
             prop_assert!(r.base_backup_id.is_some() || r.wal_entries_replayed == k as u64);
             if k > 0 {
@@ -92,7 +93,7 @@ proptest! {
                     &cfg.backup_directory,
                     RecoveryTarget::Timestamp(time_from_nanos(t)),
                 ).unwrap();
-                prop_assert_eq!(r.lsn, upto as u64);
+                prop_assert_eq!(r.lsn, Lsn(upto as u64));
                 prop_assert_eq!(r.timestamp_nanos, recs[upto - 1].timestamp_nanos);
                 prop_assert_eq!(&r.state, &fold(&ops[..upto]));
             }
@@ -101,17 +102,19 @@ proptest! {
             &cfg.wal_directory, &cfg.backup_directory,
             RecoveryTarget::Timestamp(SystemTime::UNIX_EPOCH),
         ).unwrap();
-        prop_assert_eq!(before.lsn, 0);
+        prop_assert_eq!(before.lsn, Lsn(0));
         prop_assert_eq!(before.state, Catalog::default());
+        // A time after the last record is refused, not clamped to the end.
+        let late = RecoveryTarget::Timestamp(SystemTime::now() + Duration::from_secs(3600));
         let after = recover_from_dirs::<Catalog>(
-            &cfg.wal_directory, &cfg.backup_directory,
-            RecoveryTarget::Timestamp(SystemTime::now() + Duration::from_secs(3600)),
-        ).unwrap();
-        prop_assert_eq!(after.lsn, n as u64);
-        let beyond = recover_from_dirs::<Catalog>(
-            &cfg.wal_directory, &cfg.backup_directory, RecoveryTarget::Lsn(n as u64 + 1),
+            &cfg.wal_directory, &cfg.backup_directory, late,
         );
-        let last_ok = matches!(beyond, Err(Error::TargetBeyondEnd { target, last }) if target == n as u64 + 1 && last == n as u64);
+        let after_ok = matches!(after, Err(Error::TargetAfterEnd { target, last_lsn }) if target == late && last_lsn == Lsn(n as u64));
+        prop_assert!(after_ok, "{:?}", after.map(|r| r.lsn));
+        let beyond = recover_from_dirs::<Catalog>(
+            &cfg.wal_directory, &cfg.backup_directory, RecoveryTarget::Lsn(Lsn(n as u64 + 1)),
+        );
+        let last_ok = matches!(beyond, Err(Error::TargetAfterEnd { target, last_lsn }) if target == RecoveryTarget::Lsn(Lsn(n as u64 + 1)) && last_lsn == Lsn(n as u64));
         prop_assert!(last_ok);
     }
 }
@@ -138,16 +141,16 @@ fn recovery_uses_the_newest_backup_before_the_target() {
         log_ops(&m, 50, 50).await;
         let b100 = m.create_base_backup().await.unwrap();
         log_ops(&m, 100, 20).await;
-        assert_eq!((b50.start_lsn, b100.start_lsn), (50, 100));
+        assert_eq!((b50.start_lsn, b100.start_lsn), (Lsn(50), Lsn(100)));
         assert!(b50.size_bytes > 0 && b50.compressed);
-        let r = m.recover(RecoveryTarget::Lsn(70)).await.unwrap();
+        let r = m.recover(RecoveryTarget::Lsn(Lsn(70))).await.unwrap();
         assert_eq!(r.base_backup_id.as_deref(), Some(b50.id.as_str()));
         assert_eq!(r.wal_entries_replayed, 20);
         assert_eq!(r.state, fold(&all_ops(70)));
         let r = m.recover(RecoveryTarget::Latest).await.unwrap();
         assert_eq!(r.base_backup_id.as_deref(), Some(b100.id.as_str()));
-        assert_eq!((r.lsn, r.wal_entries_replayed), (120, 20));
-        let r = m.recover(RecoveryTarget::Lsn(10)).await.unwrap();
+        assert_eq!((r.lsn, r.wal_entries_replayed), (Lsn(120), 20));
+        let r = m.recover(RecoveryTarget::Lsn(Lsn(10))).await.unwrap();
         assert_eq!(r.base_backup_id, None);
         assert_eq!(r.state, fold(&all_ops(10)));
         let listed = m.list_backups().await.unwrap();
@@ -157,11 +160,11 @@ fn recovery_uses_the_newest_backup_before_the_target() {
             "newest last"
         );
         let stats = m.wal_stats().await;
-        assert_eq!(stats.current_lsn, 120);
+        assert_eq!(stats.current_lsn, Lsn(120));
         assert_eq!(stats.append_count, 120);
         assert!(stats.segment_count > 1 && stats.bytes > 4096);
         assert_eq!(stats.archived_segment_count, 0);
-        let v = m.verify_wal_integrity(1).await.unwrap();
+        let v = m.verify_wal_integrity(Lsn(1)).await.unwrap();
         assert!(v.is_valid && v.verified_entries == 120, "{v:?}");
     });
 }
@@ -205,7 +208,7 @@ fn wal_retention_never_deletes_what_the_oldest_backup_needs() {
         m.create_base_backup().await.unwrap(); // at 300
         log_ops(&m, 300, 100).await;
         m.create_base_backup().await.unwrap(); // at 400; the one at 200 goes
-        let oldest = m.list_backups().await.unwrap()[0].start_lsn;
+        let oldest = m.list_backups().await.unwrap()[0].start_lsn.get();
         assert_eq!(oldest, 300);
         let segs = segment::list_segments(&cfg.wal_directory).unwrap();
         assert!(segs.len() < segs_before.len() + 4, "something was deleted");
@@ -216,26 +219,36 @@ fn wal_retention_never_deletes_what_the_oldest_backup_needs() {
             oldest + 1
         );
         let stats = m.wal_stats().await;
-        assert_eq!(stats.first_lsn, segs[0].0);
-        // Recovery from the oldest retained backup still works; before it, a clear gap.
-        let r = m.recover(RecoveryTarget::Lsn(oldest + 1)).await.unwrap();
+        assert_eq!(stats.first_lsn, Lsn(segs[0].0));
+        // Recovery from the oldest retained backup still works; before it, the target is
+        // reported as before the start of what can be recovered.
+        let r = m
+            .recover(RecoveryTarget::Lsn(Lsn(oldest + 1)))
+            .await
+            .unwrap();
         assert_eq!(r.state, fold(&all_ops(oldest + 1)));
-        match m.recover(RecoveryTarget::Lsn(10)).await {
-            Err(Error::WalGap { needed: 1, .. }) => {}
-            other => panic!("expected a WAL gap at LSN 1, got {other:?}"),
+        match m.recover(RecoveryTarget::Lsn(Lsn(10))).await {
+            Err(Error::TargetBeforeStart {
+                target: RecoveryTarget::Lsn(Lsn(10)),
+                earliest_lsn: Lsn(300),
+            }) => {}
+            other => panic!("expected a target before the start, got {other:?}"),
         }
         let msg = m
-            .recover(RecoveryTarget::Lsn(10))
+            .recover(RecoveryTarget::Lsn(Lsn(10)))
             .await
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("needs LSN 1"), "{msg}");
+        assert!(
+            msg.contains("before the start") && msg.contains("LSN 300"),
+            "{msg}"
+        );
         // The manager still reopens and continues.
         drop(m);
         let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
         log_ops(&m, 400, 1).await;
         m.with_state(|s, lsn| {
-            assert_eq!(lsn, 401);
+            assert_eq!(lsn, Lsn(401));
             assert_eq!(s, &fold(&all_ops(401)));
         });
     });
@@ -254,7 +267,7 @@ fn retention_waits_for_the_archive_when_one_is_configured() {
         assert!(m.apply_wal_retention().await.unwrap().is_empty());
         let segs = segment::list_segments(&cfg.wal_directory).unwrap();
         let second_last = segs[2].0 - 1;
-        m.set_archived_upto(second_last, 2);
+        m.set_archived_upto(Lsn(second_last), 2);
         let gone = m.apply_wal_retention().await.unwrap();
         assert_eq!(gone.len(), 2, "exactly the archived segments");
         assert_eq!(m.wal_stats().await.archived_segment_count, 2);
@@ -285,7 +298,7 @@ fn a_damaged_newest_backup_falls_back_to_an_older_one() {
     )
     .unwrap();
     assert_eq!(r.base_backup_id.as_deref(), Some(b1.id.as_str()));
-    assert_eq!((r.lsn, r.wal_entries_replayed), (65, 35));
+    assert_eq!((r.lsn, r.wal_entries_replayed), (Lsn(65), 35));
     assert_eq!(r.state, fold(&all_ops(65)));
     assert_eq!(r.skipped_backups.len(), 1);
     assert!(
@@ -303,7 +316,7 @@ fn a_damaged_newest_backup_falls_back_to_an_older_one() {
     let r = recover_from_dirs::<Catalog>(
         &cfg.wal_directory,
         &cfg.backup_directory,
-        RecoveryTarget::Lsn(40),
+        RecoveryTarget::Lsn(Lsn(40)),
     )
     .unwrap();
     assert_eq!(r.base_backup_id, None);
@@ -318,7 +331,7 @@ fn a_damaged_newest_backup_falls_back_to_an_older_one() {
     rt().block_on(async {
         let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
         m.with_state(|s, lsn| {
-            assert_eq!(lsn, 65);
+            assert_eq!(lsn, Lsn(65));
             assert_eq!(s, &fold(&all_ops(65)));
         });
     });
@@ -348,11 +361,11 @@ fn recovery_to_an_earlier_lsn_works_after_a_bit_flip_in_a_later_closed_segment()
     assert!(segs.len() > 4);
     let damaged = flip_in_segment(&cfg.wal_directory, segs.len() / 2);
     let (w, b) = (&cfg.wal_directory, &cfg.backup_directory);
-    let r = recover_from_dirs::<Catalog>(w, b, RecoveryTarget::Lsn(damaged - 1)).unwrap();
+    let r = recover_from_dirs::<Catalog>(w, b, RecoveryTarget::Lsn(Lsn(damaged - 1))).unwrap();
     assert_eq!(r.state, fold(&all_ops(damaged - 1)));
-    let r = recover_from_dirs::<Catalog>(w, b, RecoveryTarget::Lsn(damaged + 1));
+    let r = recover_from_dirs::<Catalog>(w, b, RecoveryTarget::Lsn(Lsn(damaged + 1)));
     assert!(
-        matches!(r, Err(Error::Corrupt { lsn, .. }) if lsn == damaged),
+        matches!(r, Err(Error::Corrupt { lsn, .. }) if lsn == Lsn(damaged)),
         "expected corruption at LSN {damaged}: {r:?}"
     );
     // The backup at 300 lies beyond the damage: latest recovery does not need it.
@@ -387,7 +400,10 @@ fn tampering_after_a_backup_is_caught_by_the_chain_anchor() {
         &cfg.backup_directory,
         RecoveryTarget::Latest,
     );
-    assert!(matches!(r, Err(Error::Corrupt { lsn: 21, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Corrupt { lsn: Lsn(21), .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -396,29 +412,33 @@ fn a_new_term_fences_the_old_writer() {
     let cfg = config(tmp.path());
     rt().block_on(async {
         let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
-        m.set_term(3);
+        m.set_term(Term::from(3));
         log_ops(&m, 0, 2).await;
-        m.log_change_with_term(5, op(2)).await.unwrap();
+        m.log_change_with_term(Term::from(5), op(2)).await.unwrap();
         let e = m.log_change(op(3)).await.unwrap_err();
         assert!(
             matches!(
                 e,
                 Error::StaleTerm {
-                    term: 3,
-                    highest: 5
+                    term: FencingToken(3),
+                    highest: FencingToken(5)
                 }
             ),
             "{e}"
         );
-        m.set_term(5);
+        m.set_term(Term::from(5));
         log_ops(&m, 3, 1).await;
         drop(m);
         let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
-        assert_eq!(m.term(), 5, "the term is recovered from the WAL");
+        assert_eq!(
+            m.term(),
+            Term::from(5),
+            "the term is recovered from the WAL"
+        );
         let b = m.create_base_backup().await.unwrap();
-        assert_eq!(b.term, 5);
+        assert_eq!(b.term, Term::from(5));
         m.with_state(|s, lsn| {
-            assert_eq!(lsn, 4);
+            assert_eq!(lsn, Lsn(4));
             assert_eq!(s, &fold(&all_ops(4)));
         });
     });
@@ -452,7 +472,7 @@ fn the_background_task_takes_backups() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let b = m.list_backups().await.unwrap();
-            if b.len() == 2 && b.iter().all(|b| b.start_lsn == 3) {
+            if b.len() == 2 && b.iter().all(|b| b.start_lsn == Lsn(3)) {
                 break;
             }
             assert!(
@@ -571,7 +591,7 @@ fn concurrent_log_changes_apply_in_lsn_order_and_share_fsyncs() {
             .collect();
         assert_eq!(logged.len(), 320);
         m.with_state(|s, lsn| {
-            assert_eq!(lsn, 320);
+            assert_eq!(lsn, Lsn(320));
             assert_eq!(s, &fold(&logged));
         });
         let stats = m.wal_stats().await;
@@ -604,11 +624,143 @@ fn backups_ahead_of_the_wal_are_refused_at_open() {
         matches!(
             e,
             Error::BackupAheadOfWal {
-                backup_lsn: 10,
-                wal_last: 0,
+                backup_lsn: Lsn(10),
+                wal_last: Lsn(0),
                 ..
             }
         ),
         "{e}"
     );
+}
+
+/// Every file under `dir` with its size and modification time: what "writes nothing" compares.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, u64, SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            out.push((e.path(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+static CANCEL_MID_REPLAY: std::sync::OnceLock<lifeboat_journal::CancelToken> =
+    std::sync::OnceLock::new();
+
+/// A catalog that cancels [`CANCEL_MID_REPLAY`] once it has applied 1500 operations.
+#[derive(Default)]
+struct CancelsAt1500(Catalog);
+
+impl lifeboat_journal::StateMachine for CancelsAt1500 {
+    type Op = CatalogOp;
+    fn apply(&mut self, op: &CatalogOp) {
+        self.0.apply_op(op);
+        if self.0.applied == 1500 {
+            CANCEL_MID_REPLAY.get().unwrap().cancel();
+        }
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        lifeboat_journal::StateMachine::snapshot(&self.0)
+    }
+    fn restore(bytes: &[u8]) -> Result<Self, String> {
+        <Catalog as lifeboat_journal::StateMachine>::restore(bytes).map(CancelsAt1500)
+    }
+}
+
+#[test]
+fn a_cancelled_recovery_stops_within_a_check_interval_and_writes_nothing() {
+    use lifeboat_journal::pitr::{recover_with, RecoveryOptions, CANCEL_CHECK_EVERY};
+    use lifeboat_journal::{CancelToken, ErrorClass};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    let rt = rt();
+    rt.block_on(async {
+        let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
+        log_ops(&m, 0, 5000).await;
+        // The manager's entry point honours a token cancelled up front.
+        let t = CancelToken::new();
+        t.cancel();
+        let e = m
+            .recover_cancellable(RecoveryTarget::Latest, &t)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Cancelled { replayed: 0, .. }), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Cancelled);
+    });
+    // The dropped writer's spare-segment thread may still be removing its file.
+    let spares = || {
+        tree(tmp.path())
+            .iter()
+            .any(|(p, ..)| p.to_string_lossy().ends_with(".seg.tmp"))
+    };
+    for _ in 0..200 {
+        if !spares() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = tree(tmp.path());
+    let token = CANCEL_MID_REPLAY.get_or_init(CancelToken::new);
+    let r = recover_with::<CancelsAt1500>(
+        &cfg.wal_directory,
+        &cfg.backup_directory,
+        RecoveryTarget::Latest,
+        &RecoveryOptions::cancellable(token),
+    );
+    match r {
+        Err(Error::Cancelled { lsn, replayed }) => {
+            assert!(
+                (1500..=1500 + CANCEL_CHECK_EVERY).contains(&replayed),
+                "stopped after {replayed}"
+            );
+            assert_eq!(lsn, Lsn(replayed));
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(r) => panic!("recovered to {} despite the cancel", r.lsn),
+    }
+    assert_eq!(
+        tree(tmp.path()),
+        before,
+        "a cancelled recovery wrote something"
+    );
+}
+
+#[test]
+fn a_directory_without_a_journal_is_an_error_not_an_empty_log() {
+    use lifeboat_journal::{ErrorClass, JournalAbsence};
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"hello").unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let missing = tmp.path().join("missing");
+    let before = tree(tmp.path());
+    for (dir, why) in [
+        (&empty, JournalAbsence::NoSegments),
+        (&foreign, JournalAbsence::NoSegments),
+        (&file, JournalAbsence::NotADirectory),
+        (&missing, JournalAbsence::Missing),
+    ] {
+        let e = recover_from_dirs::<Catalog>(dir, &tmp.path().join("b"), RecoveryTarget::Latest)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::NoJournal { dir: d, why: w } if d == dir && *w == why),
+            "{e:?}"
+        );
+        assert_eq!(e.class(), ErrorClass::NotFound);
+        assert!(e.to_string().contains(&dir.display().to_string()), "{e}");
+        let e = lifeboat_journal::verify(dir, 1).unwrap_err();
+        assert!(matches!(e, Error::NoJournal { .. }), "{e:?}");
+    }
+    assert_eq!(tree(tmp.path()), before, "a read-only call wrote something");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lifeboat_journal::archive::{Archive, ArchiveKey};
 use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::pitr::recover_from_dirs;
-use lifeboat_journal::{segment, Error, PitrConfig, PitrManager, RecoveryTarget};
+use lifeboat_journal::{segment, Error, Lsn, PitrConfig, PitrManager, RecoveryTarget};
 
 fn locations(tmp: &Path, name: &str) -> Vec<String> {
     lifeboat_testkit::test_locations(tmp, "pitr-archive", name)
@@ -76,8 +76,8 @@ async fn archive_rounds_lag_retention_and_total_loss() {
             pitr.log_change(o.clone()).await.unwrap();
         }
         let before = pitr.wal_stats().await;
-        assert_eq!(before.current_lsn, 1500);
-        let upto = before.archived_upto_lsn.unwrap();
+        assert_eq!(before.current_lsn, lifeboat_journal::Lsn(1500));
+        let upto = before.archived_upto_lsn.unwrap().get();
         assert_eq!(before.archive_lag_entries, Some(1500 - upto));
 
         // WAL retention waits for the archive: a backup at LSN 1500 with zero retention age
@@ -94,7 +94,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         let active_first = segs.last().unwrap().0;
         assert_eq!(
             round.sync.archived_upto_lsn,
-            active_first - 1,
+            lifeboat_journal::Lsn(active_first - 1),
             "every closed segment is archived"
         );
         // The backup is in the archive (shipped by this round or by the background round the
@@ -108,7 +108,10 @@ async fn archive_rounds_lag_retention_and_total_loss() {
             .unwrap();
         assert_eq!(manifest.backups.len(), 1);
         let st = pitr.wal_stats().await;
-        assert_eq!(st.archived_upto_lsn, Some(active_first - 1));
+        assert_eq!(
+            st.archived_upto_lsn,
+            Some(lifeboat_journal::Lsn(active_first - 1))
+        );
         assert_eq!(st.archive_lag_entries, Some(1500 - (active_first - 1)));
         assert!(st.archive_lag_seconds.unwrap() >= 0.0);
         assert_eq!(st.archive_last_error, None);
@@ -122,7 +125,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         }
         let round = pitr.archive_now().await.unwrap();
         let archived = round.sync.archived_upto_lsn;
-        assert!(archived > 2500 && archived < 3000, "{archived}");
+        assert!(archived > Lsn(2500) && archived < Lsn(3000), "{archived}");
         // Retention now deletes what both the backups and the archive allow, and the archive
         // mirrors it.
         pitr.apply_wal_retention().await.unwrap();
@@ -131,7 +134,7 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         pitr.create_base_backup().await.unwrap();
         let round = pitr.archive_now().await.unwrap();
         let archived = round.sync.archived_upto_lsn;
-        assert_eq!(archived, 3000);
+        assert_eq!(archived, lifeboat_journal::Lsn(3000));
         let key = ArchiveKey::from_file(&key_file).unwrap();
         let manifest = Archive::open(&location, Some(key))
             .await
@@ -159,12 +162,15 @@ async fn archive_rounds_lag_retention_and_total_loss() {
         .unwrap();
         assert_eq!(r.lsn, archived);
         assert!(r.base_backup_id.is_some());
-        assert_eq!(r.state, fold(&ops[..archived as usize]));
+        assert_eq!(r.state, fold(&ops[..archived.get() as usize]));
 
         // The restored journal is writable again and continues the LSN sequence.
         let cfg2 = config(&restored, &location, &key_file, Duration::from_secs(3600));
         let pitr = PitrManager::<Catalog>::open(cfg2).await.unwrap();
-        assert_eq!(pitr.log_change(op(1)).await.unwrap(), archived + 1);
+        assert_eq!(
+            pitr.log_change(op(1)).await.unwrap(),
+            Lsn(archived.get() + 1)
+        );
     }
 }
 
@@ -189,7 +195,7 @@ async fn background_task_archives_closed_segments_and_backups() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = pitr.wal_stats().await;
-        if st.archived_upto_lsn == Some(active_first - 1) {
+        if st.archived_upto_lsn == Some(lifeboat_journal::Lsn(active_first - 1)) {
             break;
         }
         assert!(Instant::now() < deadline, "archive never caught up: {st:?}");
@@ -234,7 +240,7 @@ async fn wrong_or_missing_archive_key_is_refused_at_open() {
 
     // The journal itself is untouched by the refusals.
     let pitr = PitrManager::<Catalog>::open(cfg).await.unwrap();
-    assert_eq!(pitr.wal_stats().await.current_lsn, 1);
+    assert_eq!(pitr.wal_stats().await.current_lsn, lifeboat_journal::Lsn(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +262,7 @@ async fn archive_timeout_ships_a_quiet_journal() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = pitr.wal_stats().await;
-        if st.archived_upto_lsn == Some(5) {
+        if st.archived_upto_lsn == Some(lifeboat_journal::Lsn(5)) {
             assert_eq!(st.archive_lag_entries, Some(0));
             assert_eq!(st.archive_lag_seconds, Some(0.0));
             break;

@@ -47,10 +47,10 @@ fn pitr_crash_child() {
                 tokio::task::yield_now().await;
             }
         });
-        let mut next = m.with_state(|_, lsn| lsn) + 1;
+        let mut next = m.with_state(|_, lsn| lsn.get()) + 1;
         loop {
             let lsn = m.log_change(op(next)).await.unwrap();
-            assert_eq!(lsn, next);
+            assert_eq!(lsn.get(), next);
             let mut out = std::io::stdout().lock();
             writeln!(out, "ack {lsn}").unwrap();
             out.flush().unwrap();
@@ -126,6 +126,7 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
                 .await
                 .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
             let lsn = m.with_state(|s, lsn| {
+                let lsn = lsn.get();
                 assert!(
                     lsn >= last_acked,
                     "round {round}: acknowledged LSN {last_acked} lost (state at {lsn})"
@@ -136,8 +137,11 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
             if lsn > last_acked {
                 beyond_ack += 1;
             }
-            let v = m.verify_wal_integrity(1).await.unwrap();
-            let first = m.wal_stats().await.first_lsn;
+            let v = m
+                .verify_wal_integrity(lifeboat_journal::Lsn(1))
+                .await
+                .unwrap();
+            let first = m.wal_stats().await.first_lsn.get();
             assert!(
                 v.is_valid && v.verified_entries == lsn + 1 - first,
                 "round {round}: {v:?}"
@@ -146,7 +150,11 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
                 deleted_segments = true;
             }
             let r = m.recover(RecoveryTarget::Latest).await.unwrap();
-            assert_eq!((r.lsn, &r.state), (lsn, &ops_through(lsn)), "round {round}");
+            assert_eq!(
+                (r.lsn.get(), &r.state),
+                (lsn, &ops_through(lsn)),
+                "round {round}"
+            );
             assert!(
                 r.skipped_backups.is_empty(),
                 "round {round}: {:?}",
@@ -157,7 +165,7 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
                     .unwrap_or_else(|e| panic!("round {round}: newest backup unusable: {e}"));
                 assert_eq!(
                     Catalog::restore(&snap).unwrap(),
-                    ops_through(newest.start_lsn)
+                    ops_through(newest.start_lsn.get())
                 );
             }
             let leftovers = std::fs::read_dir(&cfg.backup_directory)

@@ -73,7 +73,7 @@ fn a_full_disk_fails_cleanly_and_appends_resume_after_freeing_space() {
             match m.log_change(op.clone()).await {
                 Ok(lsn) => {
                     acked.push(op);
-                    assert_eq!(lsn, acked.len() as u64);
+                    assert_eq!(lsn, lifeboat_journal::Lsn(acked.len() as u64));
                 }
                 Err(e) => break e,
             }
@@ -108,10 +108,10 @@ fn a_full_disk_fails_cleanly_and_appends_resume_after_freeing_space() {
             .count();
         assert_eq!(wal_tmp, 0, "a failed rotation leaves no temp segment");
         m.with_state(|s, lsn| {
-            assert_eq!(lsn, acked.len() as u64);
+            assert_eq!(lsn, lifeboat_journal::Lsn(acked.len() as u64));
             assert_eq!(s, &fold(&acked));
         });
-        let v = m.verify_wal_integrity(1).await.unwrap();
+        let v = m.verify_wal_integrity(lifeboat_journal::Lsn(1)).await.unwrap();
         assert!(v.is_valid, "{v:?}");
     });
 
@@ -129,16 +129,19 @@ fn a_full_disk_fails_cleanly_and_appends_resume_after_freeing_space() {
             acked.push(op);
         }
         let b = m.create_base_backup().await.unwrap();
-        assert_eq!(b.start_lsn, acked.len() as u64);
+        assert_eq!(b.start_lsn, lifeboat_journal::Lsn(acked.len() as u64));
     });
 
     // Nothing acknowledged was lost or corrupted.
     rt.block_on(async {
         let m = PitrManager::<Catalog>::open(cfg.clone()).await.unwrap();
         let r = m.recover(RecoveryTarget::Latest).await.unwrap();
-        assert_eq!(r.lsn, acked.len() as u64);
+        assert_eq!(r.lsn, lifeboat_journal::Lsn(acked.len() as u64));
         assert_eq!(r.state, fold(&acked));
-        let v = m.verify_wal_integrity(1).await.unwrap();
+        let v = m
+            .verify_wal_integrity(lifeboat_journal::Lsn(1))
+            .await
+            .unwrap();
         assert!(
             v.is_valid && v.verified_entries == acked.len() as u64,
             "{v:?}"

@@ -106,7 +106,7 @@ fn recovery_speed() {
             .unwrap_or_default()
             .trim()
     );
-    assert_eq!(full.lsn, n);
+    assert_eq!(full.lsn, lifeboat_journal::Lsn(n));
     let rate = n as f64 / secs;
     eprintln!(
         "full replay: {n} entries in {secs:.2} s = {:.2} M entries/s ({:.0} MiB/s)",
@@ -118,14 +118,19 @@ fn recovery_speed() {
     // a timestamp in the middle.
     let mid = n / 2;
     let backup_at = mid - mid / 20;
-    let at = recover_from_dirs::<Catalog>(&wal, &backups, RecoveryTarget::Lsn(backup_at)).unwrap();
+    let at = recover_from_dirs::<Catalog>(
+        &wal,
+        &backups,
+        RecoveryTarget::Lsn(lifeboat_journal::Lsn(backup_at)),
+    )
+    .unwrap();
     backup::write_backup(
         &backups,
         BackupStamp {
             start_lsn: at.lsn,
             start_timestamp_nanos: at.timestamp_nanos,
             start_hash: at.hash,
-            term: 1,
+            term: lifeboat_journal::Term::from(1),
         },
         &at.state.snapshot(),
         true,
@@ -146,7 +151,7 @@ fn recovery_speed() {
     .unwrap();
     let took = t.elapsed();
     assert!(r.base_backup_id.is_some());
-    assert!(r.lsn >= mid && r.timestamp_nanos == mid_ts);
+    assert!(r.lsn >= lifeboat_journal::Lsn(mid) && r.timestamp_nanos == mid_ts);
     eprintln!(
         "recover to a mid-log timestamp: LSN {} ({} entries replayed from the backup at {backup_at}) in {took:.2?}",
         r.lsn, r.wal_entries_replayed

@@ -60,9 +60,10 @@ impl RepoConfig {
     /// Encodes and seals the config.
     pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
         let mut out = header(self.version).to_vec();
-        let sealed = key.seal(
-            &serde_json::to_vec(self).expect("config serializes"),
+        let sealed = lifeboat_crypto::seal(
+            key.aead(),
             &aad(&out),
+            &serde_json::to_vec(self).expect("config serializes"),
         );
         out.extend_from_slice(&sealed);
         out
@@ -90,8 +91,7 @@ impl RepoConfig {
     /// Opens the config with the master key.
     pub fn open(key: &MasterKey, stored: &[u8]) -> Result<RepoConfig> {
         Self::peek_version(stored)?;
-        let plain = key
-            .open(&stored[8..], &aad(&stored[..8]))
+        let plain = lifeboat_crypto::open(key.aead(), &aad(&stored[..8]), &stored[8..])
             .map_err(|_| Error::corrupt(CONFIG_KEY, "config failed authentication"))?;
         let cfg: RepoConfig = serde_json::from_slice(&plain)
             .map_err(|e| Error::corrupt(CONFIG_KEY, format!("config does not decode: {e}")))?;

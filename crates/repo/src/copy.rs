@@ -238,15 +238,14 @@ fn transfer(
                 let sealed = bytes.get(at..at + e.length as usize).ok_or_else(|| {
                     Error::corrupt(&object, "pack is shorter than its index says")
                 })?;
-                let payload = src
-                    .key()
-                    .open(sealed, &PackEntry::aad(e.kind, &e.id))
-                    .map_err(|_| {
-                        Error::corrupt(
-                            &object,
-                            format!("blob {} failed authentication", e.id.short()),
-                        )
-                    })?;
+                let payload =
+                    lifeboat_crypto::open(src.key().aead(), &PackEntry::aad(e.kind, &e.id), sealed)
+                        .map_err(|_| {
+                            Error::corrupt(
+                                &object,
+                                format!("blob {} failed authentication", e.id.short()),
+                            )
+                        })?;
                 sink.add(e, &payload).await?;
                 progress.advance(e.length as u64);
             }

@@ -44,13 +44,13 @@ pub fn encode_index(key: &MasterKey, packs: &[(PackId, Vec<PackEntry>)]) -> (Ind
         }
     }
     let compressed = zstd::bulk::compress(&plain, 3).expect("zstd compresses any input");
-    let stored = key.seal(&compressed, AAD);
+    let stored = lifeboat_crypto::seal(key.aead(), AAD, &compressed);
     (IndexId(*blake3::hash(&stored).as_bytes()), stored)
 }
 
 /// Opens and decodes an index file; errors say what failed.
 pub fn decode_index(key: &MasterKey, stored: &[u8]) -> Result<IndexContents, String> {
-    let compressed = key.open(stored, AAD).map_err(|e| e.to_string())?;
+    let compressed = lifeboat_crypto::open(key.aead(), AAD, stored).map_err(|e| e.to_string())?;
     let plain = zstd::stream::decode_all(&compressed[..]).map_err(|e| format!("zstd: {e}"))?;
     if plain.len() < 12 || &plain[..4] != MAGIC {
         return Err("bad index magic".into());

@@ -8,7 +8,8 @@ use lifeboat_types::KeyId;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{open_with, seal_with, MasterKey};
+use crate::crypto::MasterKey;
+use lifeboat_crypto::AeadKey;
 
 /// Format version of key slot objects.
 pub const KEY_FORMAT_VERSION: u32 = 1;
@@ -127,7 +128,7 @@ impl KeySlot {
         let mut salt = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let kek = params.derive(secret, &salt)?;
-        let wrapped = seal_with(&kek, &master.to_bytes(), KEY_AAD);
+        let wrapped = lifeboat_crypto::seal(&AeadKey::from_bytes(kek), KEY_AAD, &master.to_bytes());
         let mut id = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let slot = KeySlot {
@@ -152,9 +153,11 @@ impl KeySlot {
         let salt = hex::decode(&self.salt).map_err(|_| "key slot salt is not hex".to_string())?;
         let wrapped = hex::decode(&self.wrapped).map_err(|_| "key slot is not hex".to_string())?;
         let kek = self.params.derive(secret, &salt)?;
-        Ok(open_with(&kek, &wrapped, KEY_AAD)
-            .ok()
-            .and_then(|b| MasterKey::from_bytes(&b)))
+        Ok(
+            lifeboat_crypto::open(&AeadKey::from_bytes(kek), KEY_AAD, &wrapped)
+                .ok()
+                .and_then(|b| MasterKey::from_bytes(&b)),
+        )
     }
 }
 

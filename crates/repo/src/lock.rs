@@ -104,14 +104,15 @@ impl LockInfo {
     }
 
     fn seal(&self, key: &MasterKey, object: &str) -> Vec<u8> {
-        key.seal(
-            &serde_json::to_vec(self).expect("lock info serializes"),
+        lifeboat_crypto::seal(
+            key.aead(),
             &aad(object),
+            &serde_json::to_vec(self).expect("lock info serializes"),
         )
     }
 
     fn open(key: &MasterKey, object: &str, stored: &[u8]) -> Option<LockInfo> {
-        let plain = key.open(stored, &aad(object)).ok()?;
+        let plain = lifeboat_crypto::open(key.aead(), &aad(object), stored).ok()?;
         serde_json::from_slice(&plain).ok()
     }
 

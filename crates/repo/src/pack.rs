@@ -164,7 +164,8 @@ impl PackWriter {
             self.buf.reserve(self.reserve);
         }
         let offset = u32::try_from(self.buf.len()).expect("packs stay far below 4 GiB");
-        key.seal_into(&mut self.buf, payload, &PackEntry::aad(self.kind, &id));
+        let aad = PackEntry::aad(self.kind, &id);
+        lifeboat_crypto::seal_into(key.aead(), &aad, payload, &mut self.buf);
         let length = self.buf.len() as u32 - offset;
         self.entries.push(PackEntry {
             kind: self.kind,
@@ -203,7 +204,7 @@ impl PackWriter {
         for e in &entries {
             e.encode(&mut trailer);
         }
-        let sealed = key.seal(&trailer, TRAILER_AAD);
+        let sealed = lifeboat_crypto::seal(key.aead(), TRAILER_AAD, &trailer);
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&PACK_VERSION.to_le_bytes());
@@ -266,7 +267,7 @@ pub fn parse_trailer(
         return Err(TrailerError::NeedMore(need));
     }
     let sealed = &tail[tail.len() - need..tail.len() - FOOTER_LEN];
-    let plain = key.open(sealed, TRAILER_AAD)?;
+    let plain = lifeboat_crypto::open(key.aead(), TRAILER_AAD, sealed)?;
     let count = plain
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
@@ -314,7 +315,7 @@ mod tests {
         let e = got[3];
         let blob = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
         assert_eq!(
-            key.open(blob, &PackEntry::aad(e.kind, &e.id)).unwrap(),
+            lifeboat_crypto::open(key.aead(), &PackEntry::aad(e.kind, &e.id), blob).unwrap(),
             vec![3u8; 103]
         );
         // Short tail asks for more.

@@ -499,8 +499,7 @@ fn repack(
                     ))
                 })?;
                 // Authenticate before the only other copy is deleted.
-                repo.key()
-                    .open(sealed, &PackEntry::aad(e.kind, &e.id))
+                lifeboat_crypto::open(repo.key().aead(), &PackEntry::aad(e.kind, &e.id), sealed)
                     .map_err(|_| {
                         refuse(format!(
                             "{object}: blob {} failed authentication. Run \

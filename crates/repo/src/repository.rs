@@ -562,9 +562,7 @@ impl Repository {
 
     /// Opens one sealed blob already fetched from pack `object`.
     pub fn open_blob(&self, object: &str, e: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-        let plain = self
-            .key
-            .open(sealed, &PackEntry::aad(e.kind, &e.id))
+        let plain = lifeboat_crypto::open(self.key.aead(), &PackEntry::aad(e.kind, &e.id), sealed)
             .map_err(|_| {
                 Error::corrupt(
                     object,

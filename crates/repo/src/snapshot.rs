@@ -84,15 +84,17 @@ fn aad(id: &SnapshotId) -> Vec<u8> {
 impl Snapshot {
     /// Seals the snapshot, bound to its id so files cannot be swapped.
     pub fn seal(&self, key: &MasterKey, id: &SnapshotId) -> Vec<u8> {
-        key.seal(
-            &serde_json::to_vec(self).expect("snapshots serialize"),
+        lifeboat_crypto::seal(
+            key.aead(),
             &aad(id),
+            &serde_json::to_vec(self).expect("snapshots serialize"),
         )
     }
 
     /// Opens and decodes a snapshot object.
     pub fn open(key: &MasterKey, id: &SnapshotId, stored: &[u8]) -> Result<Snapshot, String> {
-        let plain = key.open(stored, &aad(id)).map_err(|e| e.to_string())?;
+        let plain =
+            lifeboat_crypto::open(key.aead(), &aad(id), stored).map_err(|e| e.to_string())?;
         let s: Snapshot =
             serde_json::from_slice(&plain).map_err(|e| format!("does not decode: {e}"))?;
         if s.version != SNAPSHOT_VERSION {

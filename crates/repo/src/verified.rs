@@ -82,9 +82,7 @@ pub fn load(repo: &Repository) -> Result<(VerifiedAt, Vec<String>, Vec<String>)>
         stream::iter(metas)
             .map(|m| async move {
                 let r = match repo.store().get(&m.key).await {
-                    Ok(b) => repo
-                        .key()
-                        .open(&b, &aad(&m.key))
+                    Ok(b) => lifeboat_crypto::open(repo.key().aead(), &aad(&m.key), &b)
                         .map_err(|e| e.to_string())
                         .and_then(|p| decode(&p))
                         .map_err(|e| Error::corrupt(&m.key, e)),
@@ -146,7 +144,7 @@ pub fn record(
         *e = (*e).max(*t);
     }
     let object = format!("verified/{}", hex::encode(rand::random::<[u8; 16]>()));
-    let sealed = repo.key().seal(&encode(&out), &aad(&object));
+    let sealed = lifeboat_crypto::seal(repo.key().aead(), &aad(&object), &encode(&out));
     lock.fence(repo)?;
     repo.block_on(repo.store().put(&object, sealed.into()))?;
     if merge {

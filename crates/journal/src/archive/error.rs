@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use lifeboat_types::{Classify, ErrorClass};
+
 /// Result alias for archive operations.
 pub type ArchiveResult<T> = std::result::Result<T, ArchiveError>;
 
@@ -24,6 +26,13 @@ pub enum ArchiveError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// Opened read-only, and the location holds no archive (no `archive.json`): nothing is
+    /// created there.
+    #[error("no journal archive at {location}: it holds no archive.json")]
+    NoArchive {
+        /// Archive location.
+        location: String,
     },
     /// The archive is encrypted but no key was given.
     #[error("archive {location} is encrypted: an archive key is required to open it")]
@@ -81,9 +90,9 @@ pub enum ArchiveError {
     )]
     Gap {
         /// Last archived LSN.
-        archived_upto: crate::Lsn,
+        archived_upto: lifeboat_types::Lsn,
         /// First LSN of the next local segment.
-        next_local: crate::Lsn,
+        next_local: lifeboat_types::Lsn,
     },
     /// An archive control object (archive.json, manifest) is unreadable or of an unknown version.
     #[error("archive object {object} is invalid: {reason}")]
@@ -125,4 +134,31 @@ impl ArchiveError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ArchiveError::Store(e) if e.is_retryable())
     }
+
+    /// What kind of failure this is: a wrong key is `auth`, a conflicting object `conflict`,
+    /// storage failures keep the store's own distinction.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ArchiveError::Store(e) => e.class(),
+            ArchiveError::Journal(e) => e.class(),
+            ArchiveError::Io { source, .. } => crate::error::io_class(source),
+            ArchiveError::NoArchive { .. } => ErrorClass::NotFound,
+            ArchiveError::KeyRequired { .. } | ArchiveError::WrongKey { .. } => ErrorClass::Auth,
+            ArchiveError::NotEncrypted { .. }
+            | ArchiveError::TargetNotEmpty { .. }
+            | ArchiveError::BadKeyFile { .. } => ErrorClass::InvalidInput,
+            ArchiveError::Damaged { .. }
+            | ArchiveError::Missing { .. }
+            | ArchiveError::BadFormat { .. } => ErrorClass::Corrupt,
+            ArchiveError::Conflict { .. } => ErrorClass::Conflict,
+            ArchiveError::Gap { .. } => ErrorClass::Permanent,
+        }
+    }
 }
+
+impl Classify for ArchiveError {
+    fn class(&self) -> ErrorClass {
+        ArchiveError::class(self)
+    }
+}
+

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ArchiveError, ArchiveResult};
 use super::manifest::SegmentEntry;
 use crate::segment;
-use crate::Lsn;
+use crate::RawLsn;
 
 /// Extension of base backup files in the backup directory.
 const BACKUP_EXT: &str = ".lbb";
@@ -34,8 +34,8 @@ pub(super) fn now_nanos() -> i64 {
 /// Reads a closed segment and checks that it holds exactly `first..=last`, chained.
 pub(super) fn read_closed_segment(
     path: &Path,
-    first: Lsn,
-    last: Lsn,
+    first: RawLsn,
+    last: RawLsn,
 ) -> ArchiveResult<LocalSegment> {
     let bytes = std::fs::read(path).map_err(|e| ArchiveError::io(path, e))?;
     let (entry, prev_hash) = check_segment(path, &bytes, first, last).map_err(|reason| {
@@ -56,8 +56,8 @@ pub(super) fn read_closed_segment(
 pub(super) fn check_segment(
     path: &Path,
     bytes: &[u8],
-    first: Lsn,
-    last: Lsn,
+    first: RawLsn,
+    last: RawLsn,
 ) -> Result<(SegmentEntry, String), String> {
     let scan = segment::scan(path, bytes, false).map_err(|e| e.to_string())?;
     if let Some((lsn, reason)) = scan.stop {

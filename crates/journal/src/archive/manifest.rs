@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Lsn;
+use crate::RawLsn;
 
 /// Object-layout version written by this code.
 pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
@@ -32,9 +32,9 @@ pub struct SegmentEntry {
     /// Object key relative to the archive root.
     pub object: String,
     /// LSN of its first record (also its file name).
-    pub first_lsn: Lsn,
+    pub first_lsn: RawLsn,
     /// LSN of its last record.
-    pub last_lsn: Lsn,
+    pub last_lsn: RawLsn,
     /// Timestamp (unix nanoseconds) of its first record.
     pub first_timestamp_nanos: i64,
     /// Timestamp (unix nanoseconds) of its last record.
@@ -76,20 +76,20 @@ pub struct Manifest {
     /// Sequence number; the manifest object is `manifest/<seq, 20 digits>.json[.enc]`.
     pub seq: u64,
     /// Archived segments by first LSN, contiguous.
-    pub segments: BTreeMap<Lsn, SegmentEntry>,
+    pub segments: BTreeMap<RawLsn, SegmentEntry>,
     /// Archived backups by file name.
     pub backups: BTreeMap<String, BackupEntry>,
     /// Retention removed every archived segment below this LSN; local segments below it are
     /// not archived again.
     #[serde(default)]
-    pub retained_from_lsn: Lsn,
+    pub retained_from_lsn: RawLsn,
 }
 
 impl Manifest {
     /// Every LSN up to this one was archived (0: none). Usually the last archived segment's
     /// last LSN; when retention has since removed every segment, the retention boundary —
     /// what was shipped stays shipped for lag and for local WAL retention.
-    pub fn archived_upto_lsn(&self) -> Lsn {
+    pub fn archived_upto_lsn(&self) -> RawLsn {
         self.segments
             .values()
             .next_back()
@@ -98,7 +98,7 @@ impl Manifest {
     }
 
     /// First LSN held by the archive, if any.
-    pub fn archived_from_lsn(&self) -> Option<Lsn> {
+    pub fn archived_from_lsn(&self) -> Option<RawLsn> {
         self.segments.keys().next().copied()
     }
 }

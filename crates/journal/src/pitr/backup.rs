@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::record::Hash;
 use crate::segment::sync_dir;
-use crate::Lsn;
+use crate::RawLsn;
+use lifeboat_types::{Lsn, Term};
 
 /// Backup file magic.
 pub const BACKUP_MAGIC: [u8; 8] = *b"LBBACKUP";
@@ -42,7 +43,7 @@ pub struct BaseBackup {
     /// Hash of record `start_lsn`: the chain anchor replay checks the next record against.
     pub start_hash: Hash,
     /// Leadership term of the writer that took it.
-    pub term: u64,
+    pub term: Term,
     /// Size of the file in bytes.
     pub size_bytes: u64,
     /// Snapshot size before compression.
@@ -60,7 +61,7 @@ pub struct BaseBackup {
 struct Meta {
     id: String,
     created_at_nanos: i64,
-    start_lsn: Lsn,
+    start_lsn: RawLsn,
     start_timestamp_nanos: i64,
     start_hash: String,
     term: u64,
@@ -80,7 +81,7 @@ pub struct BackupStamp {
     /// Hash of that record.
     pub start_hash: Hash,
     /// Writer term.
-    pub term: u64,
+    pub term: Term,
 }
 
 fn nanos(t: SystemTime) -> i64 {
@@ -126,10 +127,10 @@ pub fn write_backup(
     let meta = Meta {
         id: id.clone(),
         created_at_nanos: nanos(created_at),
-        start_lsn: stamp.start_lsn,
+        start_lsn: stamp.start_lsn.get(),
         start_timestamp_nanos: stamp.start_timestamp_nanos,
         start_hash: hex::encode(stamp.start_hash),
-        term: stamp.term,
+        term: stamp.term.get(),
         compression: if compress { "zstd" } else { "none" }.into(),
         snapshot_len: snapshot.len() as u64,
         content_len: content.len() as u64,
@@ -145,7 +146,7 @@ pub fn write_backup(
     let trailer: Hash = Sha256::digest(&bytes).into();
     bytes.extend_from_slice(&trailer);
 
-    let name = format!("{:020}-{id}.{BACKUP_EXT}", stamp.start_lsn);
+    let name = format!("{:020}-{id}.{BACKUP_EXT}", stamp.start_lsn.get());
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}.tmp"));
     let written = File::create(&tmp).and_then(|mut f| {
@@ -200,10 +201,10 @@ fn from_meta(path: &Path, meta: Meta, size_bytes: u64) -> Result<BaseBackup> {
     Ok(BaseBackup {
         id: meta.id,
         created_at: time_from_nanos(meta.created_at_nanos),
-        start_lsn: meta.start_lsn,
+        start_lsn: Lsn(meta.start_lsn),
         start_timestamp_nanos: meta.start_timestamp_nanos,
         start_hash: hash32(&meta.start_hash, path, "start_hash")?,
-        term: meta.term,
+        term: Term::from(meta.term),
         size_bytes,
         snapshot_len: meta.snapshot_len,
         compressed,

@@ -13,12 +13,13 @@ use crate::archiving::{archive_round, ArchiveRound};
 use crate::error::{Error, Result};
 use crate::pitr::backup::{self, BackupStamp, BaseBackup};
 use crate::pitr::config::PitrConfig;
-use crate::pitr::recovery::{recover_limited, Recovery, RecoveryTarget};
+use crate::pitr::recovery::{recover_limited, Recovery, RecoveryOptions, RecoveryTarget};
 use crate::pitr::state::{encode_op, StateMachine};
 use crate::reader::{self, VerifyReport};
 use crate::record::Hash;
 use crate::writer::{ClosedSegment, Written};
-use crate::{segment, Journal, JournalOptions, Lsn};
+use crate::{segment, Journal, JournalOptions, RawLsn};
+use lifeboat_types::{CancelToken, Lsn, Term};
 
 /// WAL counters for monitoring.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +41,7 @@ pub struct WalStats {
     /// Oldest LSN still in the local WAL.
     pub first_lsn: Lsn,
     /// Highest term recorded in the WAL.
-    pub highest_term: u64,
+    pub highest_term: Term,
     /// Last LSN the archive holds (`None`: no archive configured).
     pub archived_upto_lsn: Option<Lsn>,
     /// Durable records not yet in the archive (`None`: no archive configured).
@@ -63,7 +64,7 @@ struct ArchiveStatus {
 
 struct Live<S> {
     state: S,
-    lsn: Lsn,
+    lsn: RawLsn,
     timestamp_nanos: i64,
     hash: Hash,
 }
@@ -95,7 +96,10 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Poisoned(format!("blocking task failed: {e}")))?
+        .map_err(|e| Error::TaskFailed {
+            task: "pitr blocking task",
+            reason: e.to_string(),
+        })?
 }
 
 /// The PITR front end over one WAL directory and one backup directory (one per process:
@@ -151,25 +155,28 @@ impl<S: StateMachine> PitrManager<S> {
                     ..JournalOptions::default()
                 },
             )?;
-            let last = journal.stats().durable_lsn;
+            let last = journal.stats().durable_lsn.get();
             let rec = recover_limited::<S>(
                 &cfg.wal_directory,
                 &cfg.backup_directory,
                 RecoveryTarget::Latest,
-                cfg.verify_wal,
-                last,
+                &RecoveryOptions {
+                    verify_anchor: cfg.verify_wal,
+                    ..RecoveryOptions::default()
+                },
+                Lsn(last),
             )?;
-            if rec.lsn != last {
+            if rec.lsn != Lsn(last) {
                 return Err(Error::BackupAheadOfWal {
                     backup_id: rec.base_backup_id.unwrap_or_default(),
                     backup_lsn: rec.lsn,
-                    wal_last: last,
+                    wal_last: Lsn(last),
                 });
             }
             Ok((journal, rec))
         })
         .await?;
-        let term = journal.stats().highest_term;
+        let term = journal.stats().highest_term.get();
         let inner = Arc::new(Inner {
             archived_upto: AtomicU64::new(if config.archive.is_some() {
                 0
@@ -182,7 +189,7 @@ impl<S: StateMachine> PitrManager<S> {
             pending: Mutex::new(VecDeque::new()),
             live: Mutex::new(Live {
                 state: rec.state,
-                lsn: rec.lsn,
+                lsn: rec.lsn.get(),
                 timestamp_nanos: rec.timestamp_nanos,
                 hash: rec.hash,
             }),
@@ -217,14 +224,14 @@ impl<S: StateMachine> PitrManager<S> {
     }
 
     /// The term `log_change` writes with.
-    pub fn term(&self) -> u64 {
-        self.inner.term.load(Ordering::SeqCst)
+    pub fn term(&self) -> Term {
+        Term::from(self.inner.term.load(Ordering::SeqCst))
     }
 
     /// Sets the leadership term for later `log_change` calls (a new leader raises it; the WAL
     /// then rejects appends from writers still on an older term).
-    pub fn set_term(&self, term: u64) {
-        self.inner.term.store(term, Ordering::SeqCst);
+    pub fn set_term(&self, term: Term) {
+        self.inner.term.store(term.get(), Ordering::SeqCst);
     }
 
     /// Logs `op` under the manager's term; returns its LSN once it is durable and applied.
@@ -233,24 +240,24 @@ impl<S: StateMachine> PitrManager<S> {
     }
 
     /// Logs `op` under an explicit term (fails with `StaleTerm` if a higher one is recorded).
-    pub async fn log_change_with_term(&self, term: u64, op: S::Op) -> Result<Lsn> {
+    pub async fn log_change_with_term(&self, term: Term, op: S::Op) -> Result<Lsn> {
         let payload = encode_op(&op)?;
         let inner = &self.inner;
         let written = {
             let mut pending = locked(&inner.pending);
-            let w = inner.journal.write(term, &payload)?;
+            let w = inner.journal.write(term.get(), &payload)?;
             pending.push_back((w, op));
             w
         };
         inner.journal.wait_durable(written.lsn).await?;
         inner.apply_through(written.lsn);
-        Ok(written.lsn)
+        Ok(Lsn(written.lsn))
     }
 
     /// Reads the live state (`lsn` = last applied LSN).
     pub fn with_state<R>(&self, f: impl FnOnce(&S, Lsn) -> R) -> R {
         let live = locked(&self.inner.live);
-        f(&live.state, live.lsn)
+        f(&live.state, Lsn(live.lsn))
     }
 
     /// Snapshots the live state into a new base backup, then applies backup and WAL retention.
@@ -261,14 +268,28 @@ impl<S: StateMachine> PitrManager<S> {
     /// Recovers the state at `target` from the backups and the WAL (the live state is not
     /// touched). Records not yet durable are never included.
     pub async fn recover(&self, target: RecoveryTarget) -> Result<Recovery<S>> {
+        self.recover_cancellable(target, &CancelToken::new()).await
+    }
+
+    /// [`PitrManager::recover`] that stops with [`Error::Cancelled`] once `cancel` is
+    /// cancelled (checked every few records), so a caller can abandon a long replay.
+    pub async fn recover_cancellable(
+        &self,
+        target: RecoveryTarget,
+        cancel: &CancelToken,
+    ) -> Result<Recovery<S>> {
         let cfg = self.inner.config.clone();
         let limit = self.inner.journal.stats().durable_lsn;
+        let opts = RecoveryOptions {
+            verify_anchor: cfg.verify_wal,
+            cancel: cancel.clone(),
+        };
         blocking(move || {
             recover_limited::<S>(
                 &cfg.wal_directory,
                 &cfg.backup_directory,
                 target,
-                cfg.verify_wal,
+                &opts,
                 limit,
             )
         })
@@ -296,7 +317,7 @@ impl<S: StateMachine> PitrManager<S> {
         let (archived_upto_lsn, archive_lag_entries, archive_lag_seconds, archive_last_error) =
             if self.inner.archive.is_some() {
                 let upto = self.inner.archived_upto.load(Ordering::SeqCst);
-                let entries = s.durable_lsn.saturating_sub(upto);
+                let entries = s.durable_lsn.get().saturating_sub(upto);
                 let st = locked(&self.inner.archive_status);
                 let seconds = st.oldest_unarchived_bound_nanos.map(|bound| {
                     if entries == 0 {
@@ -305,7 +326,12 @@ impl<S: StateMachine> PitrManager<S> {
                         (unix_nanos(SystemTime::now()) - bound).max(0) as f64 / 1e9
                     }
                 });
-                (Some(upto), Some(entries), seconds, st.last_error.clone())
+                (
+                    Some(Lsn(upto)),
+                    Some(entries),
+                    seconds,
+                    st.last_error.clone(),
+                )
             } else {
                 (None, None, None, None)
             };
@@ -321,7 +347,7 @@ impl<S: StateMachine> PitrManager<S> {
             segment_count: s.segment_count,
             fsync_count: s.fsync_count,
             append_count: s.append_count,
-            first_lsn,
+            first_lsn: Lsn(first_lsn),
             highest_term: s.highest_term,
         }
     }
@@ -329,7 +355,7 @@ impl<S: StateMachine> PitrManager<S> {
     /// Checks CRCs and the hash chain of the whole WAL; counts records from `from_lsn`.
     pub async fn verify_wal_integrity(&self, from_lsn: Lsn) -> Result<VerifyReport> {
         let dir = self.inner.config.wal_directory.clone();
-        blocking(move || reader::verify(&dir, from_lsn)).await
+        blocking(move || reader::verify(&dir, from_lsn.get())).await
     }
 
     /// Retained base backups, oldest first (newest last). Files with a damaged header are
@@ -356,7 +382,7 @@ impl<S: StateMachine> PitrManager<S> {
     /// retention may delete it. Until called, an instance with an archive configured deletes
     /// no segment; without an archive there is no such constraint.
     pub fn set_archived_upto(&self, lsn: Lsn, archived_segment_count: u64) {
-        self.inner.archived_upto.store(lsn, Ordering::SeqCst);
+        self.inner.archived_upto.store(lsn.get(), Ordering::SeqCst);
         self.inner
             .archived_segments
             .store(archived_segment_count, Ordering::SeqCst);
@@ -371,7 +397,8 @@ impl<S: StateMachine> PitrManager<S> {
         oldest_backup_lsn: Option<Lsn>,
         now: SystemTime,
     ) -> bool {
-        self.inner.deletable(seg, oldest_backup_lsn, now)
+        self.inner
+            .deletable(seg, oldest_backup_lsn.map(Lsn::get), now)
     }
 
     /// Ships closed segments and new backups to the configured archive now, publishes how far
@@ -389,7 +416,7 @@ impl<S: StateMachine> PitrManager<S> {
 
 impl<S: StateMachine> Inner<S> {
     /// Applies queued operations up to `lsn` (all durable: durability is monotonic).
-    fn apply_through(&self, lsn: Lsn) {
+    fn apply_through(&self, lsn: RawLsn) {
         let mut live = locked(&self.live);
         let mut pending = locked(&self.pending);
         while pending.front().is_some_and(|(w, _)| w.lsn <= lsn) {
@@ -401,7 +428,12 @@ impl<S: StateMachine> Inner<S> {
         }
     }
 
-    fn deletable(&self, seg: &ClosedSegment, oldest_backup: Option<Lsn>, now: SystemTime) -> bool {
+    fn deletable(
+        &self,
+        seg: &ClosedSegment,
+        oldest_backup: Option<RawLsn>,
+        now: SystemTime,
+    ) -> bool {
         let old_enough = now
             .duration_since(seg.modified)
             .is_ok_and(|age| age >= self.config.wal_retention);
@@ -415,7 +447,7 @@ async fn apply_wal_retention<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<V
     let inner = inner.clone();
     blocking(move || {
         let (backups, _) = backup::list_backups(&inner.config.backup_directory)?;
-        let oldest = backups.first().map(|b| b.start_lsn);
+        let oldest = backups.first().map(|b| b.start_lsn.get());
         let now = SystemTime::now();
         inner
             .journal
@@ -431,10 +463,10 @@ async fn create_backup<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<BaseBac
         (
             live.state.snapshot(),
             BackupStamp {
-                start_lsn: live.lsn,
+                start_lsn: Lsn(live.lsn),
                 start_timestamp_nanos: live.timestamp_nanos,
                 start_hash: live.hash,
-                term: inner.term.load(Ordering::SeqCst),
+                term: Term::from(inner.term.load(Ordering::SeqCst)),
             },
         )
     };
@@ -466,9 +498,7 @@ fn unix_nanos(t: SystemTime) -> i64 {
 
 async fn archive_once<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<ArchiveRound> {
     let Some(archive) = &inner.archive else {
-        return Err(Error::Config(
-            "no archive configured: set archive(...) in the PitrConfig".into(),
-        ));
+        return Err(Error::NoArchive);
     };
     let _one_at_a_time = inner.archive_lock.lock().await;
     let started = unix_nanos(SystemTime::now());
@@ -483,7 +513,7 @@ async fn archive_once<S: StateMachine>(inner: &Arc<Inner<S>>) -> Result<ArchiveR
         Ok(round) => {
             inner
                 .archived_upto
-                .store(round.sync.archived_upto_lsn, Ordering::SeqCst);
+                .store(round.sync.archived_upto_lsn.get(), Ordering::SeqCst);
             inner
                 .archived_segments
                 .store(round.archived_segments, Ordering::SeqCst);
@@ -529,7 +559,7 @@ async fn background_archiving<S: StateMachine>(
             }
             match archive_once(&inner).await {
                 Ok(r) => tracing::debug!(
-                    upto = r.sync.archived_upto_lsn,
+                    upto = r.sync.archived_upto_lsn.get(),
                     segments = r.sync.segments_archived,
                     backups = r.sync.backups_archived,
                     "archive round"
@@ -563,7 +593,7 @@ async fn background_backups<S: StateMachine>(inner: Weak<Inner<S>>, every: std::
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         match create_backup(&inner).await {
-            Ok(b) => tracing::info!(id = %b.id, lsn = b.start_lsn, "periodic base backup"),
+            Ok(b) => tracing::info!(id = %b.id, lsn = b.start_lsn.get(), "periodic base backup"),
             Err(e) => tracing::warn!("periodic base backup failed: {e}"),
         }
     }

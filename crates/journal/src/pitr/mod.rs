@@ -32,5 +32,7 @@ pub mod state;
 pub use backup::BaseBackup;
 pub use config::{PitrConfig, PitrConfigBuilder};
 pub use manager::{PitrManager, WalStats};
-pub use recovery::{recover_from_dirs, recover_with, Recovery, RecoveryTarget};
+pub use recovery::{
+    recover_from_dirs, recover_with, Recovery, RecoveryOptions, RecoveryTarget, CANCEL_CHECK_EVERY,
+};
 pub use state::{decode_op, encode_op, StateMachine};

@@ -2,14 +2,20 @@
 //! the WAL from the backup's LSN up to the target. Read-only: takes no writer lock, so it also
 //! serves the CLI and recovery from a restored archive.
 
+use std::fmt;
 use std::path::Path;
 use std::time::SystemTime;
+
+use lifeboat_types::{CancelToken, Lsn};
 
 use crate::error::{Error, Result};
 use crate::pitr::backup::{self, time_from_nanos, BaseBackup};
 use crate::pitr::state::{decode_op, StateMachine};
+use crate::reader;
 use crate::record::{Hash, RecordError};
-use crate::{reader, Lsn};
+
+/// Records replayed between two looks at the cancel token (a relaxed atomic load each).
+pub const CANCEL_CHECK_EVERY: u64 = 1024;
 
 /// Where recovery stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +24,47 @@ pub enum RecoveryTarget {
     Latest,
     /// Every record up to and including this LSN (an error if the log ends before it).
     Lsn(Lsn),
-    /// Every record stamped at or before this time (clamps to the end of the log).
+    /// Every record stamped at or before this time (an error if it is after the last record).
     Timestamp(SystemTime),
+}
+
+impl fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryTarget::Latest => f.write_str("latest"),
+            RecoveryTarget::Lsn(n) => write!(f, "LSN {n}"),
+            RecoveryTarget::Timestamp(t) => write!(f, "time {} ns after the Unix epoch", nanos(*t)),
+        }
+    }
+}
+
+/// How a recovery runs: which checks it makes and how a caller stops it early.
+#[derive(Debug, Clone)]
+pub struct RecoveryOptions {
+    /// Check the first replayed record against the backup's chain anchor (`verify_wal`).
+    pub verify_anchor: bool,
+    /// Checked every [`CANCEL_CHECK_EVERY`] records: once cancelled, recovery stops with
+    /// [`Error::Cancelled`] and returns no state.
+    pub cancel: CancelToken,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        RecoveryOptions {
+            verify_anchor: true,
+            cancel: CancelToken::new(),
+        }
+    }
+}
+
+impl RecoveryOptions {
+    /// The defaults, stopped by `cancel`.
+    pub fn cancellable(cancel: &CancelToken) -> Self {
+        RecoveryOptions {
+            cancel: cancel.clone(),
+            ..RecoveryOptions::default()
+        }
+    }
 }
 
 /// A recovered state and where in the log it stands.
@@ -56,18 +101,18 @@ pub fn recover_from_dirs<S: StateMachine>(
     backup_dir: &Path,
     target: RecoveryTarget,
 ) -> Result<Recovery<S>> {
-    recover_with::<S>(wal_dir, backup_dir, target, true)
+    recover_with::<S>(wal_dir, backup_dir, target, &RecoveryOptions::default())
 }
 
-/// [`recover_from_dirs`], with the check of the WAL against the backup's chain anchor
-/// switchable (`verify_wal` in the config).
+/// [`recover_from_dirs`] with options: the chain-anchor check switchable (`verify_wal` in the
+/// config) and a cancel token.
 pub fn recover_with<S: StateMachine>(
     wal_dir: &Path,
     backup_dir: &Path,
     target: RecoveryTarget,
-    verify_anchor: bool,
+    opts: &RecoveryOptions,
 ) -> Result<Recovery<S>> {
-    recover_limited(wal_dir, backup_dir, target, verify_anchor, Lsn::MAX)
+    recover_limited(wal_dir, backup_dir, target, opts, Lsn(u64::MAX))
 }
 
 /// Recovery that ignores records after `limit` (a live writer's records not yet durable).
@@ -75,9 +120,15 @@ pub(crate) fn recover_limited<S: StateMachine>(
     wal_dir: &Path,
     backup_dir: &Path,
     target: RecoveryTarget,
-    verify_anchor: bool,
+    opts: &RecoveryOptions,
     limit: Lsn,
 ) -> Result<Recovery<S>> {
+    // Before anything else: an empty or foreign directory must not recover to "LSN 0".
+    reader::journal_segments(wal_dir)?;
+    let cancelled = |lsn: u64, replayed: u64| Error::Cancelled {
+        lsn: Lsn(lsn),
+        replayed,
+    };
     let target_ts = match target {
         RecoveryTarget::Timestamp(t) => Some(nanos(t)),
         _ => None,
@@ -91,6 +142,9 @@ pub(crate) fn recover_limited<S: StateMachine>(
     };
     let mut base: Option<(S, &BaseBackup)> = None;
     for b in backups.iter().rev().filter(|b| fits(b)) {
+        if opts.cancel.is_cancelled() {
+            return Err(cancelled(0, 0));
+        }
         let restored = backup::load_backup(b).and_then(|bytes| {
             S::restore(&bytes).map_err(|reason| Error::BadBackup {
                 path: b.path.clone(),
@@ -111,7 +165,7 @@ pub(crate) fn recover_limited<S: StateMachine>(
     let (mut state, mut lsn, mut ts, mut hash, base_id) = match base {
         Some((s, b)) => (
             s,
-            b.start_lsn,
+            b.start_lsn.get(),
             b.start_timestamp_nanos,
             b.start_hash,
             Some(b.id.clone()),
@@ -121,28 +175,50 @@ pub(crate) fn recover_limited<S: StateMachine>(
     let base_lsn = lsn;
     let mut replayed = 0u64;
     let last_wanted = match target {
-        RecoveryTarget::Lsn(n) => n.min(limit),
-        _ => limit,
+        RecoveryTarget::Lsn(n) => n.min(limit).get(),
+        _ => limit.get(),
     };
+    // Whether a record after a timestamp target was seen: without one, the log may end
+    // before the target.
+    let mut passed_target = false;
     let mut records = reader::iter_from(wal_dir, lsn + 1)?;
     // Checked before pulling the next record: damage after the target must not fail recovery.
     while lsn < last_wanted {
+        if replayed.is_multiple_of(CANCEL_CHECK_EVERY) && opts.cancel.is_cancelled() {
+            return Err(cancelled(lsn, replayed));
+        }
         let Some(rec) = records.next() else { break };
         let rec = rec?;
         if rec.lsn != lsn + 1 {
+            // No backup is old enough and the WAL's start was removed: the target precedes
+            // what can be rebuilt, if some (younger) backup shows where that starts.
+            let earliest = backups
+                .iter()
+                .filter(|b| !fits(b))
+                .map(|b| b.start_lsn)
+                .min();
+            if let (None, 0, Some(earliest_lsn)) = (&base_id, lsn, earliest) {
+                return Err(Error::TargetBeforeStart {
+                    target,
+                    earliest_lsn,
+                });
+            }
             return Err(Error::WalGap {
-                needed: lsn + 1,
+                needed: Lsn(lsn + 1),
                 available: format!("records from LSN {} on", rec.lsn),
             });
         }
         match target {
-            RecoveryTarget::Lsn(n) if rec.lsn > n => break,
-            RecoveryTarget::Timestamp(_) if Some(rec.timestamp_nanos) > target_ts => break,
+            RecoveryTarget::Lsn(n) if rec.lsn > n.get() => break,
+            RecoveryTarget::Timestamp(_) if Some(rec.timestamp_nanos) > target_ts => {
+                passed_target = true;
+                break;
+            }
             _ => {}
         }
-        if verify_anchor && lsn == base_lsn && rec.prev_hash != hash {
+        if opts.verify_anchor && lsn == base_lsn && rec.prev_hash != hash {
             return Err(Error::Corrupt {
-                lsn: rec.lsn,
+                lsn: rec.lsn.into(),
                 path: wal_dir.to_path_buf(),
                 reason: RecordError::ChainMismatch {
                     expected: hex::encode(hash),
@@ -157,17 +233,21 @@ pub(crate) fn recover_limited<S: StateMachine>(
         hash = rec.hash;
         replayed += 1;
     }
-    if let RecoveryTarget::Lsn(n) = target {
-        if lsn < n {
-            return Err(Error::TargetBeyondEnd {
-                target: n,
-                last: lsn,
-            });
-        }
+    let after_end = match target {
+        RecoveryTarget::Lsn(n) => lsn < n.get(),
+        // The last record is stamped exactly at the target: nothing after it is asked for.
+        RecoveryTarget::Timestamp(_) => !passed_target && target_ts > Some(ts),
+        RecoveryTarget::Latest => false,
+    };
+    if after_end {
+        return Err(Error::TargetAfterEnd {
+            target,
+            last_lsn: Lsn(lsn),
+        });
     }
     Ok(Recovery {
         state,
-        lsn,
+        lsn: Lsn(lsn),
         timestamp: (lsn > 0).then(|| time_from_nanos(ts)),
         timestamp_nanos: ts,
         hash,

@@ -35,15 +35,14 @@ pub trait StateMachine: Default + Send + Sync + 'static {
 /// Encodes an operation: `[ENVELOPE_VERSION, CODEC_POSTCARD, postcard bytes…]`.
 pub fn encode_op<O: Serialize>(op: &O) -> Result<Vec<u8>> {
     let mut out = vec![ENVELOPE_VERSION, CODEC_POSTCARD];
-    postcard::to_io(op, &mut out).map_err(|e| Error::Codec {
-        what: "operation (encode)".into(),
+    postcard::to_io(op, &mut out).map_err(|e| Error::Encode {
         reason: e.to_string(),
     })?;
     Ok(out)
 }
 
 /// Decodes an operation payload written by [`encode_op`]; `lsn` names it in errors.
-pub fn decode_op<O: DeserializeOwned>(payload: &[u8], lsn: crate::Lsn) -> Result<O> {
+pub fn decode_op<O: DeserializeOwned>(payload: &[u8], lsn: crate::RawLsn) -> Result<O> {
     let bad = |reason: String| Error::Codec {
         what: format!("operation at LSN {lsn}"),
         reason,

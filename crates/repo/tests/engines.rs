@@ -704,6 +704,28 @@ fn check_cancelled_records_nothing() {
     assert_eq!(r.packs_never_verified, 0);
 }
 
+/// A structure-only check (no pack data read) must honour a cancel too: it walks every
+/// snapshot's trees, which is the long part on a big repository.
+#[test]
+#[ignore = "BUG in check.rs: `run_with` looks at the token only around reading pack data, \
+            so with ReadData::None a cancelled check runs to the end and returns Ok"]
+fn check_structure_only_cancelled_before_start() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 12);
+    let repo = init_memory(&rt);
+    let lock = shared_lock(&repo);
+    backup_paths(&repo, &lock, &[&src]);
+    assert_cancelled(check::run_with(
+        &repo,
+        ReadData::None,
+        None,
+        &cancelled(),
+        &NoProgress,
+    ));
+}
+
 /// Prune cancelled before it starts and in the middle of repacking: nothing used is lost,
 /// every snapshot restores, a full check is clean, and the next prune finishes the job.
 #[test]
@@ -796,25 +818,28 @@ fn copy_cancelled_before_and_mid_run_leaves_a_clean_target_and_resumes() {
     assert_eq!(count(&dst, "snapshots/"), 0);
     assert_eq!(count(&dst, "data/"), 0);
 
-    // Cancelled inside the second snapshot's transfer (the first sends 600 kB).
+    // Cancelled inside the second snapshot's transfer (the first sends ~600 kB).
     let token = CancelToken::new();
     let progress = CancelAfter::new(&token, 900_000);
     assert_cancelled(copy::run(&src, &dst, &dlock, &selected, &token, &progress));
     let partial = snapshots(&dst);
-    assert!(partial.len() < 3, "cancel came too late");
+    assert_eq!(
+        partial.len(),
+        1,
+        "the cancel should land in the second snapshot"
+    );
+    assert_eq!(partial[0].1.original, Some(selected[0].0));
     assert_check_clean(&dst);
-    for (_, s) in &partial {
-        let target = tempfile::tempdir_in(tmp.path()).unwrap();
-        let r = restore::run(
-            &dst,
-            s,
-            &RestoreOptions::new(target.path().into()),
-            &NoProgress,
-        )
-        .unwrap();
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-    }
+    assert_restores(&dst, &partial[0].1, &src_dir.join("r0"), tmp.path());
+    // What was sent of the second snapshot before the cancel is packed and indexed.
     let sent_before: u64 = dst.list_packs().unwrap().iter().map(|p| p.1).sum();
+    assert!(sent_before > 600_000 + 200_000, "sent only {sent_before}");
+    let index = dst.load_index().unwrap().index;
+    assert!(dst
+        .list_packs()
+        .unwrap()
+        .iter()
+        .all(|(p, _)| index.has_pack(p)));
 
     let rest = copy::run(
         &src,
@@ -825,12 +850,13 @@ fn copy_cancelled_before_and_mid_run_leaves_a_clean_target_and_resumes() {
         &NoProgress,
     )
     .unwrap();
-    assert_eq!(rest.copied.len() + rest.snapshots_present, 3);
+    assert_eq!((rest.copied.len(), rest.snapshots_present), (2, 1));
     assert_eq!(snapshots(&dst).len(), 3);
-    // What the cancelled run sent and indexed was reused, not sent again.
+    // The rerun sends only what is still missing: about 1.8 MB minus what the target holds.
+    let missing = 3 * 600_000 - sent_before;
     assert!(
-        rest.bytes_sent + sent_before < 3 * 600_000 + 300_000,
-        "resent: {} + {sent_before}",
+        rest.bytes_sent < missing + 64 * 1024,
+        "resent: {} although only ~{missing} were missing",
         rest.bytes_sent
     );
     let r = assert_check_clean(&dst);
@@ -1132,11 +1158,9 @@ fn unlock_of_a_live_lock_fences_its_holder() {
         Err(e @ Error::LockLost { .. }) => assert_eq!(e.class(), ErrorClass::Conflict),
         other => panic!("expected LockLost, got {other:?}"),
     };
-    let before = (
-        count(&repo, "snapshots/"),
-        count(&repo, "index/"),
-        count(&repo, "locks/"),
-    );
+    let objects =
+        |repo: &Repository| ["snapshots/", "index/", "locks/", "data/"].map(|p| count(repo, p));
+    let before = objects(&repo);
     lost(repo.save_snapshot(&lock, &done.snapshot).map(drop));
     lost(
         forget::remove_snapshots(
@@ -1148,17 +1172,73 @@ fn unlock_of_a_live_lock_fences_its_holder() {
         )
         .map(drop),
     );
+    assert_eq!(before, objects(&repo), "a write went through a lost lock");
+
+    // A backup under the lost lock fails and commits nothing (no index, no snapshot).
     write_file(&src.join("more"), &random_bytes(11, 50_000), 0o644, 1);
     let mut o = BackupOptions::new(vec![src.clone()]);
     o.threads = 2;
     lost(backup::run(&repo, &lock, &o, &NoProgress).map(drop));
-    let after = (
-        count(&repo, "snapshots/"),
-        count(&repo, "index/"),
-        count(&repo, "locks/"),
+    assert_eq!(
+        before[..3],
+        objects(&repo)[..3],
+        "a backup committed under a lost lock"
     );
-    assert_eq!(before, after, "a write went through a lost lock");
     assert!(repo.find_snapshot(&done.id.to_hex()).is_ok());
+}
+
+/// A backup whose lock is already lost should fail before it uploads anything.
+#[test]
+#[ignore = "BUG (design gap) in backup: pack uploads never consult the lock, so a backup \
+            whose lock is already lost uploads all its data and only fails at the first \
+            index write"]
+fn backup_under_a_lost_lock_uploads_nothing() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src, 13);
+    let repo = init_memory(&rt);
+    let lock = shared_lock(&repo);
+    lock::unlock(&repo, true).unwrap();
+    let mut o = BackupOptions::new(vec![src.clone()]);
+    o.threads = 2;
+    let r = backup::run(&repo, &lock, &o, &NoProgress);
+    assert!(matches!(r, Err(Error::LockLost { .. })), "{r:?}");
+    assert_eq!(count(&repo, "data/"), 0, "packs uploaded under a lost lock");
+}
+
+/// The destructive case: a prune whose exclusive lock was broken deletes nothing.
+#[test]
+fn unlock_of_a_live_exclusive_lock_fences_prune() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = init_local(&rt, &tmp.path().join("repo"));
+    let (src, _, kept) = repo_with_garbage(&repo, tmp.path());
+    let ex = repo.lock_exclusive("prune", &Default::default()).unwrap();
+    let u = lock::unlock(&repo, true).unwrap();
+    assert_eq!(u.removed, vec![ex.object().to_owned()]);
+
+    let mut before = repo.list_packs().unwrap();
+    before.sort();
+    let indexes = count(&repo, "index/");
+    let opts = PruneOptions {
+        max_unused: 0.0,
+        ..Default::default()
+    };
+    match prune::run(&repo, &ex, &opts, &NoProgress) {
+        Err(Error::LockLost { .. }) => {}
+        other => panic!("expected LockLost, got {other:?}"),
+    }
+    let mut after = repo.list_packs().unwrap();
+    after.sort();
+    // Repacked copies may have been uploaded (unindexed, harmless); nothing may be deleted.
+    assert!(
+        before.iter().all(|p| after.contains(p)),
+        "prune deleted packs under a lost lock"
+    );
+    assert!(count(&repo, "index/") >= indexes);
+    assert_check_clean(&repo);
+    assert_restores(&repo, &kept, &src, tmp.path());
 }
 
 #[test]

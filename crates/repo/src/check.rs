@@ -138,6 +138,9 @@ pub fn run_with(
         bad_packs: HashMap::new(),
     };
 
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     // Snapshots.
     let mut snaps: Vec<(SnapshotId, Snapshot)> = Vec::new();
     for (id, r) in repo.list_snapshots_checked()? {
@@ -154,6 +157,9 @@ pub fn run_with(
     }
     c.report.snapshots = snaps.len();
 
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     // Index files, each on its own so a damaged one is named.
     let mut index = Index::new();
     let metas = repo.block_on(repo.store().list("index/"))?;
@@ -206,6 +212,9 @@ pub fn run_with(
         }
     }
 
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     // Packs present vs indexed; trailers vs index.
     let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     c.report.packs = present.len();
@@ -286,6 +295,9 @@ pub fn run_with(
         }
     }
 
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     // Read data, least recently verified first.
     let (mut verified_at, records, notes) = verified::load(repo)?;
     c.report.notes = notes;
@@ -327,6 +339,9 @@ pub fn run_with(
         .min()
         .and_then(|t| jiff::Timestamp::from_second(*t).ok());
 
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
     // Trees, with memoized damage attribution per snapshot.
     let mut memo: HashMap<BlobId, BTreeSet<usize>> = HashMap::new();
     for (sid, snap) in &snaps {

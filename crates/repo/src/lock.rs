@@ -255,7 +255,7 @@ pub trait WriteLock: Send + Sync {
     /// Ok while the lock is held, its object exists and its lease has not run out, and the
     /// lock belongs to `repo`'s store.
     fn fence(&self, repo: &Repository) -> Result<()> {
-        repo.block_on(self.lease().check_for(repo.store()))
+        repo.block_on(self.lease().check_for(repo))
     }
     /// The lease the fence consults.
     fn lease(&self) -> &LockShared;
@@ -273,6 +273,9 @@ pub struct LockShared {
     wake: Condvar,
     store: Store,
     object: String,
+    /// The repository's config id: locations can coincide (every `memory://`, one bucket
+    /// behind two endpoints), ids do not.
+    repo_id: String,
 }
 
 impl std::fmt::Debug for LockShared {
@@ -292,11 +295,15 @@ struct LockState {
 
 impl LockShared {
     /// [`LockShared::check`], refusing a lock taken on another repository.
-    pub async fn check_for(&self, store: &Store) -> Result<()> {
-        if store.location() != self.store.location() {
+    pub async fn check_for(&self, repo: &Repository) -> Result<()> {
+        if repo.config().id != self.repo_id {
             return Err(Error::LockMismatch {
-                lock: self.store.location().to_owned(),
-                repository: store.location().to_owned(),
+                lock: format!("{} (repository {})", self.store.location(), self.repo_id),
+                repository: format!(
+                    "{} (repository {})",
+                    repo.store().location(),
+                    repo.config().id
+                ),
             });
         }
         self.check().await
@@ -445,6 +452,7 @@ pub fn acquire<M: LockMode>(
                 wake: Condvar::new(),
                 store: repo.store().clone(),
                 object: object.clone(),
+                repo_id: repo.config().id.clone(),
             });
             let refresher = spawn_refresher(
                 shared.clone(),

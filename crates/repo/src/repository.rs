@@ -210,8 +210,8 @@ impl Repository {
 
     /// Adds a slot for another password or key file.
     pub fn add_key(&self, secret: &[u8], label: &str, kdf: Option<KdfParams>) -> Result<KeyId> {
-        let (id, slot) =
-            KeySlot::wrap(&self.key, secret, kdf.unwrap_or_default(), label).map_err(|reason| Error::Kdf { reason })?;
+        let (id, slot) = KeySlot::wrap(&self.key, secret, kdf.unwrap_or_default(), label)
+            .map_err(|reason| Error::Kdf { reason })?;
         let bytes = serde_json::to_vec_pretty(&slot).expect("key slots serialize");
         self.block_on(self.store.put_if_absent(&key_slot_key(&id), bytes.into()))?;
         Ok(id)
@@ -437,7 +437,7 @@ impl Repository {
         lock: &dyn WriteLock,
         packs: &[(PackId, Vec<PackEntry>)],
     ) -> Result<IndexId> {
-        lock.lease().check_for(&self.store).await?;
+        lock.lease().check_for(self).await?;
         let (id, bytes) = encode_index(&self.key, packs);
         self.store.put(&index_key(&id), bytes.into()).await?;
         Ok(id)

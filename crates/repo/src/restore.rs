@@ -55,7 +55,8 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Existing-file policy.
     pub overwrite: Overwrite,
-    /// Cancel to stop between packs: temp files are removed, completed files stay.
+    /// Cancel to stop between packs: every temp file is removed and nothing half-written is
+    /// renamed into place.
     pub cancel: lifeboat_types::CancelToken,
 }
 

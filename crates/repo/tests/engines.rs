@@ -8,8 +8,8 @@
 //! triggered from the engine's own `Progress::advance` callback after a byte budget, so no test
 //! sleeps or races a timer.
 //!
-//! Tests marked `#[ignore = "BUG ..."]` pin bugs found while writing these tests: they fail on
-//! the current engines and say where; run them with `cargo test --test engines -- --ignored`.
+//! Some tests pin bugs found while writing these tests (fixed since): they failed on
+//! the engines they were written against.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -710,8 +710,6 @@ fn check_cancelled_records_nothing() {
 /// A structure-only check (no pack data read) must honour a cancel too: it walks every
 /// snapshot's trees, which is the long part on a big repository.
 #[test]
-#[ignore = "BUG in check.rs: `run_with` looks at the token only around reading pack data, \
-            so with ReadData::None a cancelled check runs to the end and returns Ok"]
 fn check_structure_only_cancelled_before_start() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
@@ -987,8 +985,6 @@ fn interrupted_backup_indexes_its_packs_and_the_next_backup_reuses_them() {
 
 /// The same through `--stdin-from-command`: a cancelled stream backup must index its uploads.
 #[test]
-#[ignore = "BUG in backup/mod.rs: a stream (or walker) that stops returns early through \
-            `walked?` and skips `index_uploaded`, so the packs stay unindexed"]
 fn interrupted_stream_backup_indexes_its_packs() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
@@ -1019,8 +1015,6 @@ fn interrupted_stream_backup_indexes_its_packs() {
 /// The same for a tree with more files than the walker's queue holds, cancelled while the
 /// walker is still queueing files.
 #[test]
-#[ignore = "BUG in backup/mod.rs: a walker that sees the cancel returns Err through `walked?` \
-            and skips `index_uploaded`, so the packs stay unindexed"]
 fn interrupted_backup_of_a_large_tree_indexes_its_packs() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
@@ -1116,9 +1110,6 @@ fn a_lock_of_another_repository_is_refused() {
 
 /// Two in-memory repositories are different repositories too.
 #[test]
-#[ignore = "BUG in lock.rs: LockShared::check_for compares Store::location(), and every \
-            Store::memory() is \"memory://\", so a lock of one memory repository passes the \
-            fence of another"]
 fn a_lock_of_another_memory_repository_is_refused() {
     let rt = runtime();
     let a = init_memory(&rt);
@@ -1192,9 +1183,6 @@ fn unlock_of_a_live_lock_fences_its_holder() {
 
 /// A backup whose lock is already lost should fail before it uploads anything.
 #[test]
-#[ignore = "BUG (design gap) in backup: pack uploads never consult the lock, so a backup \
-            whose lock is already lost uploads all its data and only fails at the first \
-            index write"]
 fn backup_under_a_lost_lock_uploads_nothing() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();

@@ -161,4 +161,3 @@ impl Classify for ArchiveError {
         ArchiveError::class(self)
     }
 }
-

@@ -112,8 +112,6 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
 }
 
-/// A chunk not yet in the repository, on its way to compression.
-
 fn build_globs(patterns: &[String]) -> Result<GlobSet> {
     crate::walk::glob_set(patterns, "exclude")
 }
@@ -343,7 +341,20 @@ pub fn run(
         compressors
             .into_iter()
             .for_each(|h| h.join().expect("compressor thread panicked"));
-        let root_children = walked?;
+        let root_children = match walked {
+            Ok(c) => c,
+            Err(e) => {
+                // The walker or the stream source failed (or saw the cancel): keep the
+                // uploads, as on every other failure path.
+                drop(pack_tx);
+                uploaders
+                    .into_iter()
+                    .for_each(|h| h.join().expect("uploader thread panicked"));
+                let e = shared.error.lock().expect("lock").take().unwrap_or(e);
+                shared.index_uploaded(&mut walk_warnings);
+                return Err(e);
+            }
+        };
         for (idx, path, e) in paths_failed {
             // Counted as new or changed when queued; it was neither stored nor kept.
             if walker_new[idx] {

@@ -144,6 +144,11 @@ impl Shared<'_> {
             return;
         }
         let len = pack.bytes.len() as u64;
+        // A holder that lost its lock stops uploading at once, not at the next index write
+        // (one HEAD per pack: negligible next to the pack itself).
+        if let Err(e) = self.lock.fence(self.repo) {
+            return self.fail(e);
+        }
         if let Err(e) = self.repo.block_on(
             self.repo
                 .store()

@@ -289,7 +289,7 @@ fn delete(
     ids: &[SnapshotId],
     cancel: &CancelToken,
     chatty: bool,
-) -> Result<(Vec<SnapshotId>, Vec<(SnapshotId, Error)>)> {
+) -> Result<(Vec<SnapshotId>, forget::Failures)> {
     let r = forget::remove_snapshots(repo, lock, ids, cancel, &mut |id, err| match err {
         None if chatty => println!("removed snapshot {}", id.short()),
         None => {}

@@ -89,13 +89,16 @@ pub fn resolve<'a>(
     }
 }
 
+/// Snapshots that could not be deleted, and why.
+pub type Failures = Vec<(SnapshotId, Error)>;
+
 /// What a removal did: both lists in the order the ids were given.
 #[derive(Debug, Default)]
 pub struct Removal {
     /// Snapshot objects deleted.
     pub removed: Vec<SnapshotId>,
     /// Snapshots that could not be deleted, and why.
-    pub failed: Vec<(SnapshotId, Error)>,
+    pub failed: Failures,
 }
 
 /// Deletes the snapshot objects concurrently under `lock`, calling `on_each` as each

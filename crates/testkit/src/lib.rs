@@ -12,6 +12,8 @@
 //! * [`env`]: [`TmpfsMount`] for disk-full cases, [`test_locations`] (local + loopback S3).
 //! * [`cli`]: [`Lifeboat`], a small wrapper that runs the `lifeboat` binary against one
 //!   repository with test-friendly environment (cheap KDF, password set, no inherited config).
+//! * [`repo_cli`]: the richer harness the CLI's own end-to-end tests share (repositories with
+//!   clean environments, tree builders, JSON helpers, restore comparison).
 
 pub mod cli;
 pub mod compare;
@@ -19,6 +21,7 @@ pub mod env;
 pub mod fault;
 pub mod process;
 pub mod proxy;
+pub mod repo_cli;
 pub mod tree;
 
 pub use cli::{Lifeboat, Run};

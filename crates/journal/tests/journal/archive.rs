@@ -520,7 +520,7 @@ fn sync_and_kill(
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "kill_child_sync",
+            "archive::kill_child_sync",
             "--nocapture",
             "--test-threads",
             "1",

@@ -3,7 +3,7 @@
 //! against `snapshots --json`; explicit ids; refusals; grouping; the seed default policy on three
 //! years of daily snapshots.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;

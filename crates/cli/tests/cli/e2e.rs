@@ -1,7 +1,7 @@
 //! End-to-end happy paths of the `lifeboat` binary: every test drives real processes against a
 //! real (local or S3) repository and asserts on what lands on disk, not just on exit codes.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -2,7 +2,7 @@
 //! test with backups and restarts), backup and WAL retention, damaged backups, corruption,
 //! fencing and configuration.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

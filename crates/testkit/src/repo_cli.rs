@@ -1,6 +1,5 @@
-//! Shared helpers for the `lifeboat` end-to-end and fault tests: a process harness, tree
-//! builders and a restore comparer, and a tmpfs mount guard.
-#![allow(dead_code)]
+//! Helpers for the `lifeboat` binary's end-to-end and fault tests (`crates/cli/tests`): a
+//! process harness with a clean environment, tree builders, a restore comparer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -26,9 +25,24 @@ pub const TEST_KDF: [&str; 4] = ["--kdf-memory-mib", "8", "--kdf-iterations", "1
 /// `init` with [`TEST_KDF`], for harnesses that build their own command lines.
 pub const INIT: [&str; 5] = ["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"];
 
-/// The binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lifeboat")
+/// The binary under test: `lifeboat` next to the running test binary's `deps/` directory
+/// (cargo builds a package's binaries before running its integration tests).
+pub fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut dir = exe.parent().expect("test binary directory").to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let bin = dir.join("lifeboat");
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the tests of lifeboat-cli through cargo, which builds it",
+            bin.display()
+        );
+        bin
+    })
 }
 
 /// A `lifeboat` command with a clean environment: the given password, no inherited

@@ -1,7 +1,7 @@
 //! `lifeboat diff` and `lifeboat stats` end to end: real backups of a tree mutated in known
 //! ways, checked against what the test itself knows about the source.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::HashSet;
 use std::fs;

@@ -4,7 +4,7 @@
 //! acknowledged operation is lost, the chain verifies, the newest backup is usable and
 //! recovery to latest equals the reference fold.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -88,7 +88,7 @@ fn sigkill_during_log_change_and_backups_loses_nothing_acknowledged() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "pitr_crash_child",
+                "pitr_crash::pitr_crash_child",
                 "--nocapture",
                 "--test-threads",
                 "1",

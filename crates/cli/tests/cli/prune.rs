@@ -16,7 +16,7 @@
 //! waits are the lease expiry in the self-fencing test and the deliberately random kill
 //! delays of the kill test (any moment is a valid moment to kill).
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -6,7 +6,7 @@
 //! different times it waits for the wall clock to pass the second the earlier run ended in
 //! (an event, polled; no fixed sleeps).
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::BTreeMap;
 use std::fs;

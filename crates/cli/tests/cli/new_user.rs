@@ -3,7 +3,7 @@
 //! snapshot id or password from an unset variable, world-readable repository files, and a
 //! KDF weakened by an environment variable in a production binary.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

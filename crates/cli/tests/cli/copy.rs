@@ -21,7 +21,7 @@
 //! synchronised on events in the target (the k-th new pack, index or snapshot object) or fall
 //! at a random delay (any moment is a valid moment to kill).
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

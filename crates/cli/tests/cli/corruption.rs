@@ -8,7 +8,7 @@
 //! has its own data pack, tree pack, index file and snapshot file, and damage to one backup's
 //! objects must leave the other's restore byte-identical.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -71,7 +71,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "crash_child_writer",
+                "crash::crash_child_writer",
                 "--nocapture",
                 "--test-threads",
                 "1",

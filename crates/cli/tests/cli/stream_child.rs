@@ -6,7 +6,7 @@
 //! to it: the test can then reap it and see how it died (`waitpid`), instead of guessing from
 //! `/proc` whether some other reaper has got to it yet.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::fs;
 use std::path::Path;

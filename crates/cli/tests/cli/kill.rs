@@ -10,7 +10,7 @@
 //! fresh repository (so every phase does real work); a few more kills then hit incremental
 //! backups that have a parent snapshot and some changed files.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -4,7 +4,7 @@
 //! the same instance, and after a reopen on a still-full disk).
 //! Skips (with a message) where mounting is not permitted, unless `LIFEBOAT_REQUIRE_TMPFS=1`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Bad input and hostile environments: every failure must come with a clear message and the
 //! documented exit code, and must never lose or half-write data.
 
-mod common;
+use lifeboat_testkit::repo_cli as common;
 
 use std::fs;
 use std::io::Write;

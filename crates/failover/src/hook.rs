@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use lifeboat_coord::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};

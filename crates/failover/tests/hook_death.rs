@@ -173,6 +173,7 @@ fn a_sigkilled_manager_takes_its_running_hook_with_it() {
     let (_, hook_group) = stat(shell).expect("the hook's shell runs");
     let manager_group = stat(manager.id()).unwrap().1;
 
+    let killed_at = Instant::now();
     manager.kill().unwrap(); // SIGKILL: no destructor runs in the manager.
     manager.wait().unwrap();
     let written_at_kill = std::fs::read(log(dir.path())).unwrap();
@@ -183,6 +184,10 @@ fn a_sigkilled_manager_takes_its_running_hook_with_it() {
         "hook processes outlived the manager: shell {shell} alive {}, child {child} alive {}",
         alive(shell),
         alive(child),
+    );
+    eprintln!(
+        "hook shell and child gone {:?} after the manager's SIGKILL",
+        killed_at.elapsed()
     );
     assert_ne!(
         hook_group, manager_group,

@@ -118,6 +118,10 @@ async fn fails_over_repeatedly(kind: Kind) {
         "{kind:?}: the live pg-c was asked to demote: {demoted:?}"
     );
     let stats = m.stats();
+    eprintln!(
+        "{kind:?}: tokens {t1} {t2} {t3}; last failover (switchover) took {:?}",
+        stats.last_failover_duration
+    );
     assert_eq!((stats.successful, stats.failed), (3, 0), "{kind:?}");
     // The store's tokens kept increasing across all three terms, so pg-b's and pg-c's
     // writes are fenced by pg-d's: nothing released a term backwards.

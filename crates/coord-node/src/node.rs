@@ -177,7 +177,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let raw = open_until_reachable(&args.backend, probe.get_op_timeout(), retry, &reach).await?;
     let timed = TimedBackend::new(raw);
     let samples = timed.samples();
-    let backend: Arc<dyn Backend> = Arc::new(ReportingBackend::new(Arc::new(timed), reach));
+    let backend: Arc<dyn Backend> = Arc::new(ReportingBackend::new(
+        Arc::new(timed),
+        reach,
+        probe.get_op_timeout(),
+    ));
     let election = LeaderElection::new(args.leader_config(backend.clone())).await?;
     let mut events = election.subscribe().await;
     let mut terms_sigterm = signal(SignalKind::terminate()).map_err(crate::NodeError::Signal)?;

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lifeboat_coord::{Backend, FencingToken, Grant, LeaderInfo, NodeId, Result};
@@ -65,19 +65,27 @@ impl Reachability {
     }
 }
 
-/// Reports a call its caller stopped waiting for (the election's `op_timeout`): against a
-/// black-holed store no error ever comes back, only this.
+/// Reports a call its caller stopped waiting for after the election's `op_timeout`:
+/// against a black-holed store no error ever comes back, only this. A call dropped sooner
+/// (the node stopping) says nothing about the store.
 struct Abandoned<'a> {
     reach: &'a Reachability,
     op: &'static str,
+    started: Instant,
+    op_timeout: Duration,
     done: bool,
 }
 
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.reach
-                .failed(self.op, "no answer within the operation timeout");
+        if !self.done && self.started.elapsed() >= self.op_timeout {
+            self.reach.failed(
+                self.op,
+                &format!(
+                    "no answer within the operation timeout ({:?})",
+                    self.op_timeout
+                ),
+            );
         }
     }
 }
@@ -86,18 +94,25 @@ impl Drop for Abandoned<'_> {
 pub struct ReportingBackend {
     inner: Arc<dyn Backend>,
     reach: Arc<Reachability>,
+    op_timeout: Duration,
 }
 
 impl ReportingBackend {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Backend>, reach: Arc<Reachability>) -> Self {
-        Self { inner, reach }
+    /// Wraps `inner`; a call abandoned after `op_timeout` counts as a failed attempt.
+    pub fn new(inner: Arc<dyn Backend>, reach: Arc<Reachability>, op_timeout: Duration) -> Self {
+        Self {
+            inner,
+            reach,
+            op_timeout,
+        }
     }
 
     async fn call<T>(&self, op: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
         let mut pending = Abandoned {
             reach: &self.reach,
             op,
+            started: Instant::now(),
+            op_timeout: self.op_timeout,
             done: false,
         };
         let r = f.await;

@@ -152,3 +152,51 @@ async fn etcd_fails_over_again_and_again() {
 async fn embedded_fails_over_again_and_again_without_the_lease_signal() {
     fails_over_repeatedly(Kind::Embedded, false).await;
 }
+
+/// A failover that fails after taking its term (the promote hook fails once) gives the term
+/// back: on the embedded store the next decision would otherwise wait for the manager's own
+/// lock and fail too, and so would every one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_failed_failover_releases_its_term_for_the_next_decision() {
+    let store = Store::open(Kind::Embedded, "failed").await.unwrap();
+    let c = Cluster::new();
+    let once = c.dir.path().join("fail-once");
+    write(&once, "");
+    let promote = lifeboat_failover::Hook::new(
+        format!(
+            "if [ -e '{once}' ]; then rm '{once}'; echo 'not yet' >&2; exit 1; fi; \
+             echo \"promote $LIFEBOAT_NODE_ID $LIFEBOAT_FENCING_TOKEN\" >> '{log}'",
+            once = once.display(),
+            log = c.log().display()
+        ),
+        Duration::from_secs(10),
+    );
+    let a = Flag::new(true);
+    let cfg = c
+        .config(FailoverPolicy::Immediate)
+        .primary_namespace(store.primary_ns.clone())
+        .initial_primary("pg-a")
+        .node(
+            NodeSpec::new("pg-a")
+                .health(a.clone())
+                .stonith_hook(c.log_hook("stonith")),
+        )
+        .node(
+            NodeSpec::new("pg-b")
+                .health(Flag::new(true))
+                .promote_hook(promote),
+        );
+    let election = store.election("manager-1").await;
+    let m = FailoverManager::new(cfg.build_without_env().unwrap(), election).await;
+    let mut rx = m.subscribe();
+    m.wait_until_acting(WAIT).await.unwrap();
+    a.set(false);
+    let failed = wait_for(&m, &mut rx, "the first attempt fails", |e| {
+        matches!(e, FailoverEvent::FailoverFailed { .. })
+    })
+    .await;
+    assert!(format!("{failed:?}").contains("not yet"), "{failed:?}");
+    let token = completed(&m, &mut rx, "pg-b").await;
+    assert_eq!(promotions(&c), vec![("pg-b".to_owned(), token)]);
+    assert_eq!(token, 2, "the second decision's own, new term");
+}

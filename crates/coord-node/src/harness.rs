@@ -119,12 +119,22 @@ impl NodeProcess {
         log: Arc<EventLog>,
         stderr_dir: &Path,
     ) -> std::io::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--node-id").arg(id).args(args);
+        Self::spawn_command(cmd, id, log, stderr_dir)
+    }
+
+    /// Starts `cmd` as node `id` (its flags or environment must say so), feeding its events
+    /// into `log`; its stderr goes to `stderr_dir/<id>.<pid>.stderr`.
+    pub fn spawn_command(
+        mut cmd: Command,
+        id: &str,
+        log: Arc<EventLog>,
+        stderr_dir: &Path,
+    ) -> std::io::Result<Self> {
         let stderr_path = stderr_dir.join(format!("{id}.{}.stderr", crate::emit::unix_us()));
         let stderr = std::fs::File::create(&stderr_path)?;
-        let mut child = Command::new(bin)
-            .arg("--node-id")
-            .arg(id)
-            .args(args)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -7,6 +7,7 @@
 //! * [`fence`]: the fenced resources it writes to (a file under `flock`, a PostgreSQL table
 //!   guarded by `PostgresFence`).
 //! * [`timed`]: a [`lifeboat_coord::Backend`] wrapper that measures lease operations.
+//! * [`reach`]: reports an unreachable store (event + stderr on every failed attempt).
 //! * [`harness`]: spawns node processes and collects their events (tests, benchmark).
 
 pub mod emit;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fence;
 pub mod harness;
 pub mod node;
+pub mod reach;
 pub mod spec;
 pub mod timed;
 

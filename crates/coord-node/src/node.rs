@@ -4,7 +4,8 @@
 //! `renewed {token}`, `lost {token, reason}`, `promoted {token, hook_ms, exit_code}`,
 //! `write_accepted {token, seq}`, `write_rejected {token, seen}`, `write_error`,
 //! `observed {holder, token}` (with `--observe`), `op_samples {op, us: [...]}`,
-//! `stopping`, `resigned {took_us}`.
+//! `store_unreachable {store, op, attempt, error}`, `store_reachable {store,
+//! failed_attempts}`, `stopping`, `resigned {took_us}`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,14 +24,22 @@ use tokio::sync::watch;
 use crate::emit::Emitter;
 use crate::error::Result;
 use crate::fence::{Resource, WriteOutcome};
+use crate::reach::{Reachability, ReportingBackend};
 use crate::spec::{BackendSpec, FenceSpec};
 use crate::timed::{drain, Samples, TimedBackend};
 
-/// Command-line flags (each also readable from a `LIFEBOAT_NODE_*` variable).
+/// Command-line flags; each is also read from `LIFEBOAT_NODE_<FLAG>` (upper case, `-` → `_`,
+/// e.g. `LIFEBOAT_NODE_OP_TIMEOUT=400ms`, `LIFEBOAT_NODE_OBSERVE=true`); a flag wins over
+/// its variable.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "lifeboat-coord-node",
-    about = "One leader-election participant; prints one JSON line per event on stdout"
+    about = "One leader-election participant; prints one JSON line per event on stdout",
+    after_help = "Every flag can also be set through LIFEBOAT_NODE_<FLAG> (shown as [env: ...]); \
+                  a flag given on the command line wins.\n\nAn unreachable store is retried \
+                  forever; every failed attempt prints a `store_unreachable` event (with \
+                  `store`, `op`, `attempt`, `error`) and a line on stderr naming the store, and \
+                  the first answer afterwards prints `store_reachable`."
 )]
 pub struct NodeArgs {
     /// Coordination store: embedded:<dir>, postgres:<url> or etcd:<endpoint>[,<endpoint>...].
@@ -43,43 +52,43 @@ pub struct NodeArgs {
     #[arg(long, env = "LIFEBOAT_NODE_ID")]
     pub node_id: String,
     /// Lease duration (default: the library's, 10s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_LEASE", value_parser = humantime::parse_duration)]
     pub lease: Option<Duration>,
     /// Renew interval (default 2s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_RENEW", value_parser = humantime::parse_duration)]
     pub renew: Option<Duration>,
     /// Give up after renewals failed this long (default 7s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_RENEW_DEADLINE", value_parser = humantime::parse_duration)]
     pub renew_deadline: Option<Duration>,
     /// Local deadline = renew send time + lease − this margin (default 1.5s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_MARGIN", value_parser = humantime::parse_duration)]
     pub margin: Option<Duration>,
     /// Upper bound for one store call (default 1s).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_OP_TIMEOUT", value_parser = humantime::parse_duration)]
     pub op_timeout: Option<Duration>,
     /// Campaign poll / retry back-off (default 500ms).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIFEBOAT_NODE_RETRY", value_parser = humantime::parse_duration)]
     pub retry: Option<Duration>,
     /// Fenced resource to write to while leading: file:<path> or postgres:<url>.
     #[arg(long, env = "LIFEBOAT_NODE_FENCE")]
     pub fence: Option<FenceSpec>,
     /// How often the leader writes to the fenced resource.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    #[arg(long, env = "LIFEBOAT_NODE_WRITE_INTERVAL", value_parser = humantime::parse_duration, default_value = "200ms")]
     pub write_interval: Duration,
     /// Test mode: keep writing with the last term's token even after the term is locally
     /// over (as a process paused between its validity check and its write would), until the
     /// fence refuses it. Shows that the fence, not the lease, protects the resource.
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_NODE_ZOMBIE_WRITES")]
     pub zombie_writes: bool,
     /// Shell command run (sh -c) after each acquisition; `promoted` is printed when it
     /// exits. Gets LIFEBOAT_LEADER_TOKEN and LIFEBOAT_LEADER_NODE.
     #[arg(long, env = "LIFEBOAT_NODE_PROMOTE_HOOK")]
     pub promote_hook: Option<String>,
     /// Print `observed` whenever the store's holder changes (any node).
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_NODE_OBSERVE")]
     pub observe: bool,
     /// How often to print the lease-operation latency samples collected so far.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, env = "LIFEBOAT_NODE_OP_STATS_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
     pub op_stats_interval: Duration,
 }
 
@@ -122,6 +131,29 @@ pub async fn open_backend(spec: &BackendSpec, op_timeout: Duration) -> Result<Ar
     })
 }
 
+/// Opens the store, retrying (and reporting each failed attempt) while it cannot be reached;
+/// a definite error (bad URL, bad credentials, corrupt store) ends the process.
+async fn open_until_reachable(
+    spec: &BackendSpec,
+    op_timeout: Duration,
+    retry: Duration,
+    reach: &Reachability,
+) -> Result<Arc<dyn Backend>> {
+    loop {
+        match open_backend(spec, op_timeout).await {
+            Ok(b) => {
+                reach.answered();
+                return Ok(b);
+            }
+            Err(crate::NodeError::Coord(e)) if e.is_retryable() => {
+                reach.failed("connect", &e.to_string());
+                tokio::time::sleep(retry).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn print_samples(emitter: &Emitter, samples: Samples) {
     for (op, us) in samples {
         emitter.emit_or_log("op_samples", json!({ "op": op, "us": us }));
@@ -135,10 +167,21 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let probe = args.leader_config(Arc::new(lifeboat_coord::MemoryStore::global()));
     let probe = probe.apply_env()?;
     probe.validate()?;
-    let raw = open_backend(&args.backend, probe.get_op_timeout()).await?;
+    let reach = Reachability::new(
+        args.backend.describe(),
+        args.node_id.clone(),
+        emitter.clone(),
+    );
+    // The library's default retry interval when --retry is not given.
+    let retry = args.retry.unwrap_or(Duration::from_millis(500));
+    let raw = open_until_reachable(&args.backend, probe.get_op_timeout(), retry, &reach).await?;
     let timed = TimedBackend::new(raw);
     let samples = timed.samples();
-    let backend: Arc<dyn Backend> = Arc::new(timed);
+    let backend: Arc<dyn Backend> = Arc::new(ReportingBackend::new(
+        Arc::new(timed),
+        reach,
+        probe.get_op_timeout(),
+    ));
     let election = LeaderElection::new(args.leader_config(backend.clone())).await?;
     let mut events = election.subscribe().await;
     let mut terms_sigterm = signal(SignalKind::terminate()).map_err(crate::NodeError::Signal)?;

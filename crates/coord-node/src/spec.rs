@@ -62,6 +62,37 @@ impl FromStr for BackendSpec {
     }
 }
 
+impl BackendSpec {
+    /// The store as an operator wrote it, for messages: `etcd:<endpoints>`, `embedded:<dir>`,
+    /// `postgres:<url>` with any password replaced by `***`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded(dir) => format!("embedded:{}", dir.display()),
+            Self::Postgres(url) => format!("postgres:{}", redact_password(url)),
+            Self::Etcd(endpoints) => format!("etcd:{}", endpoints.join(",")),
+        }
+    }
+}
+
+/// Hides the password of a `postgres://user:pass@host` URL or a `password=…` key/value.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl FromStr for FenceSpec {
     type Err = NodeError;
 
@@ -110,6 +141,10 @@ mod tests {
             "file:/tmp/f".parse::<FenceSpec>().unwrap(),
             FenceSpec::File("/tmp/f".into())
         );
+        let pg: BackendSpec = "postgres://u:secret@h:1/db".parse().unwrap();
+        assert_eq!(pg.describe(), "postgres:postgres://u:***@h:1/db");
+        let kv = BackendSpec::Postgres("host=h password=secret user=u".into());
+        assert_eq!(kv.describe(), "postgres:host=h password=*** user=u");
         let e = "s3://x".parse::<FenceSpec>().unwrap_err().to_string();
         assert!(e.contains("file:<path>"), "{e}");
     }

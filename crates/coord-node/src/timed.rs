@@ -93,6 +93,10 @@ impl Backend for TimedBackend {
         self.inner.name()
     }
 
+    fn transferable_terms(&self) -> bool {
+        self.inner.transferable_terms()
+    }
+
     async fn try_acquire(
         &self,
         namespace: &str,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lifeboat_types::{FencingToken, NodeId};
+use lifeboat_types::{Classify, ErrorClass, FencingToken, NodeId};
 
 /// A boxed source error from a backend client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -103,6 +103,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error's class, so the daemon can map any coordination error to a retry decision
+    /// and an HTTP status without matching on variants.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Config(_) | Self::EnvVar { .. } => ErrorClass::InvalidInput,
+            Self::Unavailable { .. } | Self::Timeout { .. } => ErrorClass::Retryable,
+            // Another term holds the role: not ours until it is released or expires.
+            Self::NotLeader { .. } => ErrorClass::Locked,
+            // A newer term already wrote: this writer lost, repeating cannot help.
+            Self::Fenced { .. } => ErrorClass::Conflict,
+            Self::Corrupt { .. } => ErrorClass::Corrupt,
+            Self::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorClass::NotFound,
+                std::io::ErrorKind::PermissionDenied => ErrorClass::Auth,
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => {
+                    ErrorClass::Retryable
+                }
+                _ => ErrorClass::Permanent,
+            },
+            Self::Stopped => ErrorClass::Cancelled,
+        }
+    }
+
     /// True when trying again later may succeed (store unreachable or slow).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
@@ -130,6 +153,82 @@ impl Error {
             op,
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        Error::class(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_the_class_its_caller_acts_on() {
+        let io = |kind| Error::Io {
+            op: "open",
+            path: "/x".into(),
+            source: std::io::Error::from(kind),
+        };
+        let cases = [
+            (Error::Config("x".into()), ErrorClass::InvalidInput),
+            (
+                Error::EnvVar {
+                    var: "V",
+                    value: "v".into(),
+                    reason: "r".into(),
+                },
+                ErrorClass::InvalidInput,
+            ),
+            (
+                Error::unavailable("etcd", "get", "refused"),
+                ErrorClass::Retryable,
+            ),
+            (
+                Error::Timeout {
+                    backend: "postgres",
+                    op: "renew",
+                    after: Duration::from_secs(1),
+                },
+                ErrorClass::Retryable,
+            ),
+            (
+                Error::NotLeader {
+                    node: NodeId::new("n"),
+                    token: FencingToken(3),
+                },
+                ErrorClass::Locked,
+            ),
+            (
+                Error::Fenced {
+                    seen: FencingToken(4),
+                    presented: FencingToken(3),
+                },
+                ErrorClass::Conflict,
+            ),
+            (
+                Error::Corrupt {
+                    backend: "embedded",
+                    message: "m".into(),
+                },
+                ErrorClass::Corrupt,
+            ),
+            (io(std::io::ErrorKind::NotFound), ErrorClass::NotFound),
+            (io(std::io::ErrorKind::PermissionDenied), ErrorClass::Auth),
+            (io(std::io::ErrorKind::Other), ErrorClass::Permanent),
+            (Error::Stopped, ErrorClass::Cancelled),
+        ];
+        for (e, class) in cases {
+            assert_eq!(e.class(), class, "{e}");
+            assert_eq!(Classify::class(&e), class, "{e}");
+            // The older predicate agrees with the class for the store-side cases.
+            if e.is_retryable() {
+                assert_eq!(class, ErrorClass::Retryable, "{e}");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Candidate selection: filter out nodes that must not be promoted, then rank the rest by
 //! lowest lag, highest priority, node id.
 
-use lifeboat_coord::NodeId;
+use lifeboat_types::NodeId;
 
 /// What the manager knows about one possible new primary.
 #[derive(Clone, Debug)]

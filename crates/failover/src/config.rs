@@ -81,7 +81,7 @@ pub struct FailoverConfig {
     pub(crate) nodes: Vec<NodeSpec>,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
     pub(crate) primary_namespace: Option<String>,
-    pub(crate) initial_primary: Option<lifeboat_coord::NodeId>,
+    pub(crate) initial_primary: Option<lifeboat_types::NodeId>,
     pub(crate) use_lease_signal: bool,
     pub(crate) primary_lease: Duration,
     pub(crate) safety_margin: Duration,
@@ -329,7 +329,7 @@ impl FailoverConfigBuilder {
     }
 
     /// The primary to assume before the store names one.
-    pub fn initial_primary(mut self, node: impl Into<lifeboat_coord::NodeId>) -> Self {
+    pub fn initial_primary(mut self, node: impl Into<lifeboat_types::NodeId>) -> Self {
         self.config.initial_primary = Some(node.into());
         self
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lifeboat_coord::{FencingToken, NodeId};
+use lifeboat_types::{Classify, ErrorClass, FencingToken, NodeId};
 
 /// A boxed source error from a client library or a custom checker.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -110,6 +110,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error's class, so a caller (the daemon's API, a retry loop) acts on any failover
+    /// error without matching on variants.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Config(_) | Self::EnvVar { .. } | Self::UnknownNode(_) => {
+                ErrorClass::InvalidInput
+            }
+            Self::Ineligible { .. } => ErrorClass::InvalidInput,
+            // Another instance holds the managers' election: ask it, or retry when it moves.
+            Self::NotLeader => ErrorClass::Locked,
+            // An operator hold or a running decision owns the cluster until it is released
+            // or finishes.
+            Self::Held { .. } | Self::InProgress { .. } => ErrorClass::Locked,
+            Self::Failed(_) | Self::Hook { .. } => ErrorClass::Permanent,
+            Self::Coord(e) => e.class(),
+            // An unreadable state file is not repaired by retrying; its message says what to do.
+            Self::State { .. } => ErrorClass::Corrupt,
+            Self::Stopped => ErrorClass::Cancelled,
+            Self::Timeout { .. } => ErrorClass::Retryable,
+        }
+    }
+
     /// True when the same request may succeed later without changes (leadership moves,
     /// store blips, a running failover finishing).
     pub fn is_retryable(&self) -> bool {
@@ -117,6 +139,87 @@ impl Error {
             Self::NotLeader | Self::InProgress { .. } | Self::Timeout { .. } => true,
             Self::Coord(e) => e.is_retryable(),
             _ => false,
+        }
+    }
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        Error::class(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_match_what_the_caller_does_next() {
+        let cases = [
+            (Error::Config("x".into()), ErrorClass::InvalidInput),
+            (
+                Error::UnknownNode(NodeId::new("pg-z")),
+                ErrorClass::InvalidInput,
+            ),
+            (
+                Error::Ineligible {
+                    node: NodeId::new("pg-a"),
+                    reason: "already primary".into(),
+                },
+                ErrorClass::InvalidInput,
+            ),
+            (Error::NotLeader, ErrorClass::Locked),
+            (
+                Error::Held {
+                    by: "ops".into(),
+                    reason: "maintenance".into(),
+                },
+                ErrorClass::Locked,
+            ),
+            (
+                Error::InProgress {
+                    id: 1,
+                    to: NodeId::new("pg-b"),
+                    token: FencingToken(2),
+                },
+                ErrorClass::Locked,
+            ),
+            (Error::Failed("promote".into()), ErrorClass::Permanent),
+            (
+                Error::Coord(lifeboat_coord::Error::Stopped),
+                ErrorClass::Cancelled,
+            ),
+            (
+                Error::Coord(lifeboat_coord::Error::Timeout {
+                    backend: "etcd",
+                    op: "get",
+                    after: Duration::from_secs(1),
+                }),
+                ErrorClass::Retryable,
+            ),
+            (
+                Error::State {
+                    path: "/s.json".into(),
+                    reason: "not JSON".into(),
+                },
+                ErrorClass::Corrupt,
+            ),
+            (Error::Stopped, ErrorClass::Cancelled),
+            (
+                Error::Timeout {
+                    what: "x",
+                    after: Duration::from_secs(1),
+                },
+                ErrorClass::Retryable,
+            ),
+        ];
+        for (e, class) in cases {
+            assert_eq!(e.class(), class, "{e}");
+            assert_eq!(Classify::class(&e), class, "{e}");
+            // What is_retryable() calls retryable is never classed as a permanent failure.
+            if e.is_retryable() {
+                assert!(class.is_retryable(), "{e}: {class}");
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use lifeboat_coord::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 use serde::Serialize;
 
 use crate::candidate::{Ranked, Rejected};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lifeboat_coord::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 use tokio::time::Instant;
 
 use crate::config::FailoverPolicy;
@@ -71,6 +71,7 @@ pub(crate) async fn run(
     let mut keepalive = KeepAlive(None);
     let result = steps(inner, &mut d, resumed, &mut keepalive).await;
     keepalive.stop();
+    release_term(inner, &d, &result).await;
     match result {
         Ok(token) => {
             let (to, from) = (d.to.clone(), d.from.clone());
@@ -146,6 +147,12 @@ pub(crate) async fn run(
                 let _ = store.update(|s| {
                     s.in_progress = None;
                     s.last_decision = Some(finished);
+                    if resumed && d.automatic {
+                        // A resume that could not complete moved nothing: it must not use
+                        // the budget, or the fresh decision that has to follow would be
+                        // downgraded to Manual and the cluster left without a primary.
+                        refund(&mut s.auto_failovers_unix_ms, d.started_at_unix_ms);
+                    }
                     Ok(())
                 });
             }
@@ -155,6 +162,55 @@ pub(crate) async fn run(
             });
             Err(Error::Failed(reason))
         }
+    }
+}
+
+/// Removes one budget entry of the decision started at `started_at_unix_ms`.
+fn refund(budget: &mut Vec<u64>, started_at_unix_ms: u64) {
+    if let Some(i) = budget.iter().position(|t| *t == started_at_unix_ms) {
+        budget.remove(i);
+    }
+}
+
+/// Gives up the primary-role term this run took, where keeping it would block the next
+/// failover (see docs/failover.md, "Who owns the new term"):
+///
+/// * completed, on a store whose terms cannot be handed over (embedded: the term is this
+///   process's file lock, which the promoted node's agent can never renew): resign it, or it
+///   would look like a live primary and block every later failover for as long as this
+///   manager runs. The promoted node keeps writing with its token; the next term's token is
+///   still larger (the counter is durable);
+/// * failed: the candidate was not promoted, so the term fences nothing useful; resign it so
+///   the next decision can take a new one at once (every backend);
+/// * paused on a non-transferable store: the next elected manager (another process) cannot
+///   renew or replace our lock, so release it;
+/// * otherwise (transferable store, completed or paused, or a transient retry) keep it: the
+///   agent adopts it by renewing, the next leader resumes it, or it simply expires.
+async fn release_term(inner: &Inner, d: &Decision, result: &Step_<FencingToken>) {
+    let Some(token) = d.token else { return };
+    let transferable = inner.backend.transferable_terms();
+    let why = match result {
+        Ok(_) if !transferable => {
+            "the promoted node owns it from here; this store cannot hand a term to another process"
+        }
+        Err(Abandon::Failed(_)) => "the failover failed",
+        Err(Abandon::Paused) if !transferable => {
+            "the next elected manager cannot renew a term held by this process"
+        }
+        _ => return,
+    };
+    let budget = inner.election.config().get_op_timeout();
+    let call = inner.backend.resign(&inner.primary_ns, &d.to, token);
+    match tokio::time::timeout(budget, call).await {
+        Ok(Ok(released)) => {
+            tracing::info!(id = d.id, %token, released, "released the primary-role term: {why}")
+        }
+        Ok(Err(e)) => tracing::warn!(id = d.id, %token, "releasing the primary-role term: {e}"),
+        Err(_) => tracing::warn!(
+            id = d.id,
+            %token,
+            "releasing the primary-role term: no answer within {budget:?}"
+        ),
     }
 }
 
@@ -352,7 +408,8 @@ async fn take_token(inner: &Inner, d: &mut Decision) -> Step_<FencingToken> {
             return Ok(h.token);
         }
     }
-    let deadline = Instant::now() + lease + inner.config.safety_margin;
+    let waited = Instant::now();
+    let mut deadline = waited + lease + inner.config.safety_margin;
     let mut asked = false;
     loop {
         ensure_leading(inner)?;
@@ -381,6 +438,13 @@ async fn take_token(inner: &Inner, d: &mut Decision) -> Step_<FencingToken> {
             return Ok(g.token);
         }
         let holder = store_call(inner, "current", inner.backend.current(&ns)).await?;
+        if !asked {
+            // The store may have granted a longer lease than configured (etcd rounds up to
+            // whole seconds, at least 2 s): give an unrenewed term its real time to expire.
+            if let Some(left) = holder.as_ref().and_then(|h| h.expires_in) {
+                deadline = deadline.max(Instant::now() + left + inner.config.safety_margin);
+            }
+        }
         // Someone still holds the role (a switchover from a live primary): ask it once to
         // demote, which releases its lease; otherwise the lease must run out.
         if !asked {
@@ -409,11 +473,16 @@ async fn take_token(inner: &Inner, d: &mut Decision) -> Step_<FencingToken> {
             }
         }
         if Instant::now() >= deadline {
+            let who = holder
+                .as_ref()
+                .map(|h| format!("{} with token {}", h.node_id, h.token))
+                .unwrap_or_else(|| "a holder".into());
             return Err(Abandon::Failed(format!(
-                "the primary-role lease is still held ({holder:?}) after {:?}: the holder neither \
-                 resigned nor stopped renewing; it is alive, so this is a switchover that needs \
-                 its cooperation",
-                lease + inner.config.safety_margin
+                "the primary-role term of {who} is still held after {:?}: it was neither \
+                 resigned nor left to expire, so something still renews it (the node's agent); \
+                 moving the role away from a live holder needs a demote hook that makes its \
+                 agent resign",
+                waited.elapsed()
             )));
         }
         let left = deadline.saturating_duration_since(Instant::now());

@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lifeboat_coord::{Backend, LeaderElection, NodeId};
+use lifeboat_coord::{Backend, LeaderElection};
+use lifeboat_types::NodeId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,7 +33,7 @@ pub struct FailoverOutcome {
     /// The new primary.
     pub new_leader: NodeId,
     /// Its primary-role fencing token.
-    pub token: lifeboat_coord::FencingToken,
+    pub token: lifeboat_types::FencingToken,
 }
 
 pub(crate) enum Command {

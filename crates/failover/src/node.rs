@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lifeboat_coord::NodeId;
+use lifeboat_types::NodeId;
 
 use crate::error::BoxError;
 use crate::health::HealthChecker;

@@ -2,7 +2,7 @@
 //! (one observer's partitioned network) never triggers a failover.
 
 use async_trait::async_trait;
-use lifeboat_coord::NodeId;
+use lifeboat_types::NodeId;
 
 use crate::error::BoxError;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lifeboat_coord::{FencingToken, NodeId};
+use lifeboat_types::{FencingToken, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::FailoverPolicy;

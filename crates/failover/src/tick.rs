@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use lifeboat_coord::NodeId;
+use lifeboat_types::NodeId;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

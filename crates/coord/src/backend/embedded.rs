@@ -180,6 +180,11 @@ impl Backend for EmbeddedBackend {
         BACKEND
     }
 
+    fn transferable_terms(&self) -> bool {
+        // The term is our flock: it lasts exactly as long as this instance holds it.
+        false
+    }
+
     async fn try_acquire(
         &self,
         namespace: &str,

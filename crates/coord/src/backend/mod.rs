@@ -57,6 +57,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Short backend name for errors and logs.
     fn name(&self) -> &'static str;
 
+    /// Whether a term granted through this instance can be kept alive by another client that
+    /// renews `(node, token)`: a failover manager hands the term it took for a promoted node
+    /// to that node's agent this way. True for stores that keep leases server-side; the
+    /// embedded backend's term is this instance's file lock, which no other process can renew.
+    fn transferable_terms(&self) -> bool {
+        true
+    }
+
     /// One non-blocking attempt to start a new term for `node`; `None` when someone holds
     /// an unexpired lease.
     async fn try_acquire(

@@ -3,6 +3,8 @@
 //! log file, and event waiting with a deadline.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! append to a log file): fence before promote, a larger token, lease + margin without a
 //! hook, the Graceful hand-over, Manual, and a manager restarted mid-failover.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

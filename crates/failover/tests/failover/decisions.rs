@@ -2,7 +2,7 @@
 //! observer quorum, operator hold (and its race with a decision), candidate ranking, and
 //! anti-flapping (startup grace, cooldown, budget → Manual, no automatic fail-back).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

@@ -73,8 +73,11 @@ fn spawn_test_child(test: &str, env: &str, value: &str) -> (std::process::Child,
 }
 
 fn spawn_child(dir: &std::path::Path) -> (std::process::Child, FencingToken) {
-    let (child, mut lines) =
-        spawn_test_child("child_holder", CHILD_ENV, dir.to_str().expect("utf-8 path"));
+    let (child, mut lines) = spawn_test_child(
+        "processes::child_holder",
+        CHILD_ENV,
+        dir.to_str().expect("utf-8 path"),
+    );
     let token = expect_line(&mut lines, "ACQUIRED");
     (child, FencingToken(token.parse().expect("token number")))
 }
@@ -289,7 +292,8 @@ async fn sigstopped_pg_holder_is_fenced_after_takeover() {
 
     let spec = format!("{url} {ns} {table}");
     let spawned = tokio::task::spawn_blocking(move || {
-        let (child, mut lines) = spawn_test_child("pg_child_holder", PG_CHILD_ENV, &spec);
+        let (child, mut lines) =
+            spawn_test_child("processes::pg_child_holder", PG_CHILD_ENV, &spec);
         let token: u64 = expect_line(&mut lines, "ACQUIRED").parse().expect("token");
         (child, lines, FencingToken(token))
     });

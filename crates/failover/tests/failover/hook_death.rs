@@ -149,7 +149,12 @@ fn a_sigkilled_manager_takes_its_running_hook_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut manager = Manager(
         Command::new(std::env::current_exe().unwrap())
-            .args(["manager_process", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "hook_death::manager_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(DIR_VAR, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -3,7 +3,7 @@
 //! fails — and that failed resume must not use the budget, or the fresh decision that has to
 //! follow would be downgraded to Manual and leave the cluster without a primary.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

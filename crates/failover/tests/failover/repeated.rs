@@ -4,7 +4,7 @@
 //! store it is the manager's own file lock, which would otherwise block every later
 //! failover for as long as the manager runs).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

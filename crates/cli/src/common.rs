@@ -147,6 +147,14 @@ impl GlobalArgs {
                 _ = term.recv() => {}
             }
             flag.cancel();
+            // A second signal means "now": every write path is crash-safe, so exiting at once
+            // leaves a consistent repository (an uploaded pack may stay unindexed).
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("second interrupt: exiting without waiting for a safe point");
+            std::process::exit(130);
         });
         Ok(cancel)
     }

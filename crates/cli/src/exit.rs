@@ -52,7 +52,7 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
         Error::BlobNotFound { .. } => "run `lifeboat repair index`, then `lifeboat check`",
         Error::SnapshotNotFound { .. } => "list them with `lifeboat snapshots`",
         Error::Locked { .. } => {
-            "wait for it to finish, retry with --retry-lock DURATION, or if you are sure the holder is dead run `lifeboat unlock`"
+            "wait for it to finish or retry with --retry-lock DURATION; `lifeboat unlock` removes it once stale, `lifeboat unlock --all` if you are sure its holder is dead"
         }
         Error::KeyInUse { .. } => "open the repository with another --password-file or --key-file",
         Error::LockLost { .. } => "run the command again",

@@ -208,7 +208,7 @@ pub fn run(g: &GlobalArgs, a: Args) -> Result<ExitCode> {
         delete(&s.repo, &lock, &doomed, &cancel, g.chatty())?
     };
     lock.release()?;
-    let pruned = then_prune(g, &s.repo, &a, &failed)?;
+    let pruned = then_prune(g, &s.repo, &a, &failed, &cancel)?;
     if g.json {
         print_json(&json!({
             "prune": pruned,
@@ -263,7 +263,7 @@ fn forget_ids(g: &GlobalArgs, a: &Args) -> Result<ExitCode> {
         delete(&s.repo, &lock, &doomed, &cancel, g.chatty())?
     };
     lock.release()?;
-    let pruned = then_prune(g, &s.repo, a, &failed)?;
+    let pruned = then_prune(g, &s.repo, a, &failed, &cancel)?;
     if g.json {
         print_json(&json!({
             "prune": pruned,
@@ -340,6 +340,7 @@ fn then_prune(
     repo: &Repository,
     a: &Args,
     failed: &[(SnapshotId, Error)],
+    cancel: &CancelToken,
 ) -> Result<Option<PruneReport>> {
     if !a.prune || a.dry_run || !failed.is_empty() {
         return Ok(None);
@@ -347,7 +348,8 @@ fn then_prune(
     let opts = PruneOptions {
         max_unused: a.max_unused,
         dry_run: false,
-        cancel: g.cancel_on_signal(repo.runtime())?,
+        // The same token: a Ctrl-C during the forget must not be missed by the prune.
+        cancel: cancel.clone(),
     };
     crate::prune::run_with(g, repo, &opts, !g.json).map(Some)
 }

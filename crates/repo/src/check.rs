@@ -345,6 +345,9 @@ pub fn run_with(
     // Trees, with memoized damage attribution per snapshot.
     let mut memo: HashMap<BlobId, BTreeSet<usize>> = HashMap::new();
     for (sid, snap) in &snaps {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         let damage = tree_damage(&mut c, &index, &snap.tree, &mut memo);
         for f in damage {
             c.report.findings[f].snapshots.push(sid.short());

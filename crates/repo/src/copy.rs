@@ -295,6 +295,8 @@ impl<'a> Sink<'a> {
     }
 
     async fn upload(&mut self, pack: FinishedPack) -> Result<()> {
+        // A copy that lost its target lock stops sending at once.
+        self.lock.lease().check_for(self.dst).await?;
         self.bytes_sent += pack.bytes.len() as u64;
         self.packs_written += 1;
         self.dst

@@ -209,7 +209,6 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::NotInitialized { .. }
-            | Error::BlobNotFound { .. }
             | Error::SnapshotNotFound { .. }
             | Error::KeyNotFound { .. } => ErrorClass::NotFound,
             Error::AlreadyInitialized { .. } | Error::LockLost { .. } => ErrorClass::Conflict,
@@ -217,7 +216,10 @@ impl Error {
             Error::UnsupportedVersion { .. }
             | Error::CommandFailed { .. }
             | Error::EnginePanicked { .. } => ErrorClass::Permanent,
-            Error::Corrupt { .. } | Error::PruneRefused { .. } => ErrorClass::Corrupt,
+            // A blob a tree names but no index has: the repository is damaged.
+            Error::Corrupt { .. } | Error::PruneRefused { .. } | Error::BlobNotFound { .. } => {
+                ErrorClass::Corrupt
+            }
             Error::AmbiguousSnapshot { .. }
             | Error::EmptySnapshotReference
             | Error::AmbiguousKey { .. }

@@ -118,11 +118,23 @@ impl LockInfo {
 
     /// Why this lock no longer protects anything, or `None` if its holder may still be working.
     fn stale_reason(&self, age: Duration) -> Option<String> {
-        if self.host == crate::host_name() && self.boot_id.is_some() && self.boot_id == boot_id() {
-            return (!process_alive(self.pid, self.pid_start))
-                .then(|| format!("process {} on this host is gone", self.pid));
-        }
         let expiry = Duration::from_millis(self.expiry_ms);
+        if self.host == crate::host_name() && self.boot_id.is_some() && self.boot_id == boot_id() {
+            if !process_alive(self.pid, self.pid_start) {
+                return Some(format!("process {} on this host is gone", self.pid));
+            }
+            // A live process that has not refreshed for a whole expiry has stopped acting on
+            // it (its own deadline is earlier): a lock object a long-running service failed
+            // to delete must not block it forever.
+            return (age > expiry).then(|| {
+                format!(
+                    "process {} on this host is alive but has not refreshed it for {} (expiry {})",
+                    self.pid,
+                    fmt_duration(age),
+                    fmt_duration(expiry)
+                )
+            });
+        }
         (age > expiry).then(|| {
             format!(
                 "not refreshed for {} (expiry {})",

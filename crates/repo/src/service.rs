@@ -101,6 +101,19 @@ async fn on_thread<T: Send + 'static>(
     finished(what, start_thread(what, f)).await
 }
 
+/// Releases a job's lock without letting a failed release replace the engine's result: a
+/// backup that wrote its snapshot must not be reported as failed (and retried) because the
+/// lock object's delete failed; the leftover object goes stale after its expiry.
+fn released<M: crate::lock::LockMode, T>(
+    lock: crate::lock::RepoLock<M>,
+    r: Result<T>,
+) -> Result<T> {
+    if let Err(e) = lock.release() {
+        tracing::warn!("could not remove the lock object after the run: {e}");
+    }
+    r
+}
+
 /// A repository opened for a service: cheap to clone, shareable across tasks.
 #[derive(Clone)]
 pub struct AsyncRepository {
@@ -159,8 +172,7 @@ impl AsyncRepository {
             opts.cancel = cancel.clone();
             let lock = repo.lock_shared("backup", lo)?;
             let r = backup::run(repo, &lock, &opts, progress);
-            lock.release()?;
-            r
+            released(lock, r)
         })
     }
 
@@ -172,8 +184,7 @@ impl AsyncRepository {
             let lock = repo.lock_shared("restore", lo)?;
             let (_, snap) = repo.find_snapshot(&snapshot)?;
             let r = restore::run(repo, &snap, &opts, progress);
-            lock.release()?;
-            r
+            released(lock, r)
         })
     }
 
@@ -187,8 +198,7 @@ impl AsyncRepository {
                 let lock = repo.lock_shared("check", lo)?;
                 let rec = record.then_some(&lock as &dyn WriteLock);
                 let r = check::run_with(repo, read_data, rec, cancel, progress);
-                lock.release()?;
-                r
+                released(lock, r)
             },
         )
     }
@@ -201,13 +211,11 @@ impl AsyncRepository {
             if opts.dry_run {
                 let lock = repo.lock_shared("prune", lo)?;
                 let r = prune::dry_run(repo, &opts, progress);
-                lock.release()?;
-                r
+                released(lock, r)
             } else {
                 let lock = repo.lock_exclusive("prune", lo)?;
                 let r = prune::run(repo, &lock, &opts, progress);
-                lock.release()?;
-                r
+                released(lock, r)
             }
         })
     }
@@ -231,9 +239,7 @@ impl AsyncRepository {
                         .collect()
                 };
                 let r = copy::run(repo, &dst, &dst_lock, &selected, cancel, progress);
-                dst_lock.release()?;
-                src_lock.release()?;
-                r
+                released(src_lock, released(dst_lock, r))
             },
         )
     }
@@ -264,11 +270,13 @@ impl AsyncRepository {
                         &mut |_, _| {},
                     )?
                 };
-                lock.release()?;
-                Ok(ForgetOutcome {
-                    plan: planned.plan,
-                    removal,
-                })
+                released(
+                    lock,
+                    Ok(ForgetOutcome {
+                        plan: planned.plan,
+                        removal,
+                    }),
+                )
             },
         )
     }
@@ -388,10 +396,31 @@ impl<T> Job<T> {
         self.detached = true;
     }
 
-    /// Waits for the engine's result.
+    /// Waits for the engine's result. Dropping this future before it completes (a timeout, a
+    /// `select!` branch) cancels the job, as dropping the job does.
     pub async fn wait(mut self) -> Result<T> {
         let rx = self.result.take().expect("a job's result is taken once");
-        finished(self.what, rx).await
+        let guard = CancelOnDrop(Some(self.cancel.clone()));
+        let r = finished(self.what, rx).await;
+        guard.disarm();
+        r
+    }
+}
+
+/// Cancels a token when dropped, unless disarmed first.
+struct CancelOnDrop(Option<CancelToken>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.cancel();
+        }
     }
 }
 

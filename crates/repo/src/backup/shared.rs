@@ -164,6 +164,8 @@ impl Shared<'_> {
         };
         if let Some(packs) = checkpoint {
             if let Err(e) = self.repo.save_index(self.lock, &packs) {
+                // Keep them for the final attempt in `index_uploaded`.
+                self.pending_index.lock().expect("index lock").extend(packs);
                 self.fail(e);
             }
         }

@@ -1,7 +1,10 @@
 //! Backing up a stream (stdin or a command's stdout) as a single file.
 
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use jiff::Timestamp;
@@ -48,43 +51,62 @@ pub(super) fn backup_stream(
                 .ok_or_else(|| Error::InvalidInput("no command given".into()))?;
             let shown = argv.join(" ");
             let mut cmd = Command::new(prog);
-            cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .process_group(0);
             die_with_parent(&mut cmd);
             let mut child = cmd.spawn().map_err(|e| Error::CommandFailed {
                 command: shown.clone(),
                 status: format!("cannot start: {e}"),
             })?;
             let out = child.stdout.take().expect("stdout is piped");
-            // A quiet command would block the read past a cancel: kill it when cancelled.
-            let done = std::sync::atomic::AtomicBool::new(false);
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // The command leads its own process group, so a cancel (or a failure elsewhere in
+            // the pipeline) kills all of it: a quiet `sh -c 'pg_dump | zstd'` cannot keep the
+            // read blocked. The group id stays valid until the leader is reaped, below, after
+            // the watcher has ended.
+            let group = nix::unistd::Pid::from_raw(child.id() as i32);
+            let kill_group = || {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            };
+            let stopping = || {
+                shared.cancel.wait_timeout(WATCH_INTERVAL) || shared.abort.load(Ordering::SeqCst)
+            };
+            let done = AtomicBool::new(false);
             let r = std::thread::scope(|s| {
                 s.spawn(|| {
-                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                        if shared
-                            .cancel
-                            .wait_timeout(std::time::Duration::from_millis(50))
-                        {
-                            // Not yet reaped (we wait below, after this thread ends): the pid
-                            // is still the child's.
-                            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    while !done.load(Ordering::SeqCst) {
+                        if stopping() {
+                            kill_group();
                             return;
                         }
                     }
                 });
-                let r = shared.chunk_stream(&mut chunker, out, blobs);
-                done.store(true, std::sync::atomic::Ordering::SeqCst);
-                r
+                // Set even if reading panics, so the watcher and this scope end.
+                let _done = SetOnDrop(&done);
+                shared.chunk_stream(&mut chunker, out, blobs)
             });
             if r.is_err() {
-                let _ = child.kill();
+                kill_group();
             }
-            let status = child
-                .wait()
-                .map_err(|e| Error::io("cannot wait for", prog, e))?;
+            // Reap it, but not past a cancel: a command that closed its output and lingers
+            // is killed.
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break status,
+                    Ok(None) if stopping() => {
+                        kill_group();
+                        break child
+                            .wait()
+                            .map_err(|e| Error::io("cannot wait for", prog, e))?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Error::io("cannot wait for", prog, e)),
+                }
+            };
             let r = r.map_err(|e| map_err(e, prog))?;
             if !status.success() {
-                // Ctrl-C on a terminal reaches the command too; report the interrupt, not its death.
+                // A cancel killed it: report the cancel, not its death.
                 if shared.cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
@@ -121,6 +143,18 @@ pub(super) fn backup_stream(
     })])
 }
 
+/// How often a stream's watcher looks at the pipeline's abort flag (a cancel wakes it at once).
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Sets a flag when dropped (also while unwinding).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Makes the command receive SIGKILL when the thread that started it dies, so a SIGKILLed
 /// `lifeboat` never leaves a dump running (and writing somewhere) without a reader.
 ///
@@ -128,7 +162,6 @@ pub(super) fn backup_stream(
 /// thread that then reads its output until it exits, so that thread outlives the child.
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
     let parent = nix::unistd::getpid();
     // SAFETY: `pre_exec` runs the closure in the forked child before `exec`. The closure only
     // makes two async-signal-safe system calls (prctl(PR_SET_PDEATHSIG), getppid) and builds

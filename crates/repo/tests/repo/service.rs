@@ -210,6 +210,20 @@ fn a_cancelled_job_writes_no_snapshot_and_a_dropped_one_is_cancelled() {
         assert_eq!(err.class(), ErrorClass::Cancelled);
         assert!(repo.snapshots().await.unwrap().0.is_empty());
 
+        // Dropping the future of `wait` (a timeout here: the quiet dump cannot finish on its
+        // own) cancels the job too.
+        let mut quiet = BackupOptions::new(Vec::new());
+        quiet.stdin = Some((
+            "dump.sql".into(),
+            StdinSource::Command(vec!["sh".into(), "-c".into(), "exec sleep 1000".into()]),
+        ));
+        let job = repo.backup(quiet);
+        let mut progress = job.progress();
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(20), job.wait()).await;
+        assert!(waited.is_err(), "the quiet dump cannot finish by itself");
+        progress.wait_for(|s| s.finished).await.unwrap();
+        assert!(repo.snapshots().await.unwrap().0.is_empty());
+
         // Dropping the job cancels it: the run ends (its final progress state arrives) and
         // no snapshot appears.
         let job = repo.backup(BackupOptions::new(vec![src.clone()]));

@@ -17,7 +17,7 @@ use lifeboat_journal::catalog::{Catalog, CatalogOp};
 use lifeboat_journal::pitr::backup::list_backups;
 use lifeboat_journal::pitr::{decode_op, recover_with, RecoveryOptions, RecoveryTarget};
 use lifeboat_journal::reader::journal_segments;
-use lifeboat_journal::{iter_from, verify, CancelToken, Error as JournalError, Lsn, RawLsn};
+use lifeboat_journal::{iter_from, verify, Error as JournalError, Lsn, RawLsn};
 use serde::Serialize;
 
 use crate::common::{print_json, runtime, GlobalArgs};
@@ -510,7 +510,7 @@ fn recover_cmd(
     target: RecoveryTarget,
     out: &Path,
 ) -> Result<ExitCode> {
-    let opts = RecoveryOptions::cancellable(&cancel_on_signals(rt)?);
+    let opts = RecoveryOptions::cancellable(&g.cancel_on_signal(rt.handle())?);
     let r = match recover_with::<Catalog>(&src.wal_dir, &src.backup_dir, target, &opts) {
         Ok(r) => r,
         Err(JournalError::Cancelled { .. }) => {
@@ -556,28 +556,6 @@ fn recover_cmd(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A token cancelled by SIGINT/SIGTERM, so Ctrl-C stops a long replay at its next check.
-fn cancel_on_signals(rt: &tokio::runtime::Runtime) -> Result<CancelToken> {
-    let token = CancelToken::new();
-    // Registered before the replay starts, so an early signal is never lost.
-    let (mut int, mut term) = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    })?;
-    let t = token.clone();
-    rt.spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        t.cancel();
-    });
-    Ok(token)
 }
 
 /// The library's typed recovery errors, with the flags that fix them.

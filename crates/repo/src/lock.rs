@@ -662,16 +662,9 @@ fn spawn_refresher(
         .expect("spawn lock refresher thread")
 }
 
-/// Time since boot, including time suspended: a lease must expire during a suspend too.
+/// The boot-time clock every lock deadline uses: the one shared by coordination's leases.
 fn boot_clock() -> Duration {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
-        Ok(t) => Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32),
-        // Not Linux: the monotonic clock is the best we have.
-        Err(_) => {
-            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-            START.get_or_init(std::time::Instant::now).elapsed()
-        }
-    }
+    lifeboat_types::clock::boot_time()
 }
 
 fn boot_id() -> Option<String> {

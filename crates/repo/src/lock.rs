@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 use lifeboat_store::Store;
+use lifeboat_types::CancelToken;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
@@ -408,6 +409,17 @@ pub fn acquire<M: LockMode>(
     operation: &str,
     opts: &LockOptions,
 ) -> Result<RepoLock<M>> {
+    acquire_cancellable(repo, operation, opts, &CancelToken::new())
+}
+
+/// [`acquire`] whose wait for conflicting holders stops with [`Error::Cancelled`] as soon as
+/// `cancel` is set (a service shutting down must not wait out `retry_for`).
+pub fn acquire_cancellable<M: LockMode>(
+    repo: &Repository,
+    operation: &str,
+    opts: &LockOptions,
+    cancel: &CancelToken,
+) -> Result<RepoLock<M>> {
     let kind = M::KIND;
     if opts.expiry < MIN_EXPIRY {
         return Err(Error::InvalidInput(format!(
@@ -501,11 +513,12 @@ pub fn acquire<M: LockMode>(
         }
         // Randomized back-off so two acquirers that saw each other do not collide again.
         let pause = Duration::from_millis(200 + rand::random::<u64>() % 800);
-        std::thread::sleep(
-            pause
-                .min(opts.retry_for.saturating_sub(waited))
-                .max(pause / 2),
-        );
+        let pause = pause
+            .min(opts.retry_for.saturating_sub(waited))
+            .max(pause / 2);
+        if cancel.wait_timeout(pause) {
+            return Err(Error::Cancelled);
+        }
     }
 }
 

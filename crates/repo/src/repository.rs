@@ -171,6 +171,26 @@ impl Repository {
         crate::lock::acquire(self, operation, opts)
     }
 
+    /// [`Repository::lock_shared`] whose wait for conflicting holders stops on `cancel`.
+    pub fn lock_shared_cancellable(
+        &self,
+        operation: &str,
+        opts: &LockOptions,
+        cancel: &lifeboat_types::CancelToken,
+    ) -> Result<SharedLock> {
+        crate::lock::acquire_cancellable(self, operation, opts, cancel)
+    }
+
+    /// [`Repository::lock_exclusive`] whose wait for conflicting holders stops on `cancel`.
+    pub fn lock_exclusive_cancellable(
+        &self,
+        operation: &str,
+        opts: &LockOptions,
+        cancel: &lifeboat_types::CancelToken,
+    ) -> Result<ExclusiveLock> {
+        crate::lock::acquire_cancellable(self, operation, opts, cancel)
+    }
+
     /// Runs a store future to completion from synchronous code.
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)

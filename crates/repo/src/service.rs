@@ -170,7 +170,7 @@ impl AsyncRepository {
         let cancel = opts.cancel.clone();
         self.spawn("backup", cancel, move |repo, lo, progress, cancel| {
             opts.cancel = cancel.clone();
-            let lock = repo.lock_shared("backup", lo)?;
+            let lock = repo.lock_shared_cancellable("backup", lo, cancel)?;
             let r = backup::run(repo, &lock, &opts, progress);
             released(lock, r)
         })
@@ -181,7 +181,7 @@ impl AsyncRepository {
         let cancel = opts.cancel.clone();
         self.spawn("restore", cancel, move |repo, lo, progress, cancel| {
             opts.cancel = cancel.clone();
-            let lock = repo.lock_shared("restore", lo)?;
+            let lock = repo.lock_shared_cancellable("restore", lo, cancel)?;
             let (_, snap) = repo.find_snapshot(&snapshot)?;
             let r = restore::run(repo, &snap, &opts, progress);
             released(lock, r)
@@ -195,7 +195,7 @@ impl AsyncRepository {
             "check",
             CancelToken::new(),
             move |repo, lo, progress, cancel| {
-                let lock = repo.lock_shared("check", lo)?;
+                let lock = repo.lock_shared_cancellable("check", lo, cancel)?;
                 let rec = record.then_some(&lock as &dyn WriteLock);
                 let r = check::run_with(repo, read_data, rec, cancel, progress);
                 released(lock, r)
@@ -209,11 +209,11 @@ impl AsyncRepository {
         self.spawn("prune", cancel, move |repo, lo, progress, cancel| {
             opts.cancel = cancel.clone();
             if opts.dry_run {
-                let lock = repo.lock_shared("prune", lo)?;
+                let lock = repo.lock_shared_cancellable("prune", lo, cancel)?;
                 let r = prune::dry_run(repo, &opts, progress);
                 released(lock, r)
             } else {
-                let lock = repo.lock_exclusive("prune", lo)?;
+                let lock = repo.lock_exclusive_cancellable("prune", lo, cancel)?;
                 let r = prune::run(repo, &lock, &opts, progress);
                 released(lock, r)
             }
@@ -228,8 +228,8 @@ impl AsyncRepository {
             "copy",
             CancelToken::new(),
             move |repo, lo, progress, cancel| {
-                let src_lock = repo.lock_shared("copy (source)", lo)?;
-                let dst_lock = dst.lock_shared("copy", lo)?;
+                let src_lock = repo.lock_shared_cancellable("copy (source)", lo, cancel)?;
+                let dst_lock = dst.lock_shared_cancellable("copy", lo, cancel)?;
                 let (all, _) = repo.list_snapshots()?;
                 let selected = if snapshots.is_empty() {
                     all
@@ -257,7 +257,7 @@ impl AsyncRepository {
             "forget",
             CancelToken::new(),
             move |repo, lo, _progress, cancel| {
-                let lock = repo.lock_shared("forget", lo)?;
+                let lock = repo.lock_shared_cancellable("forget", lo, cancel)?;
                 let planned = forget::plan_policy(repo, &policy, group_by, &tz, &|_| true)?;
                 let removal = if dry_run {
                     Removal::default()

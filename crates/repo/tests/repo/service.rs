@@ -266,3 +266,37 @@ fn errors_from_jobs_are_classified() {
         assert_eq!(err.class(), ErrorClass::NotFound, "{err}");
     });
 }
+
+#[test]
+fn a_job_waiting_for_a_conflicting_lock_is_cancelled_at_once() {
+    on_each_runtime(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        write_tree(&src, 3);
+        let repo = AsyncRepository::init(Store::memory(), b"pw".to_vec(), init_options())
+            .await
+            .unwrap()
+            .with_lock_options(lifeboat_repo::lock::LockOptions {
+                retry_for: std::time::Duration::from_secs(600),
+                ..Default::default()
+            });
+        // Someone else (a prune) holds the exclusive lock for as long as this test wants.
+        let base = repo.repository().clone();
+        let held = tokio::task::spawn_blocking(move || {
+            base.lock_exclusive("prune", &Default::default()).unwrap()
+        })
+        .await
+        .unwrap();
+        let job = repo.backup(BackupOptions::new(vec![src.clone()]));
+        job.cancel();
+        let err = job
+            .wait()
+            .await
+            .expect_err("the backup cannot get its lock");
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        tokio::task::spawn_blocking(move || held.release().unwrap())
+            .await
+            .unwrap();
+        assert!(repo.snapshots().await.unwrap().0.is_empty());
+    });
+}

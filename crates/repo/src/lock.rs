@@ -734,9 +734,14 @@ mod tests {
     }
 
     #[test]
-    fn local_holder_is_stale_exactly_when_its_process_is_gone() {
+    fn local_holder_is_stale_when_its_process_is_gone_or_it_stopped_refreshing() {
+        // info() sets a 60 s expiry. A live local holder within it is never stale...
         let me = info(&crate::host_name(), std::process::id());
-        assert_eq!(me.stale_reason(Duration::from_secs(86_400)), None);
+        assert_eq!(me.stale_reason(Duration::from_secs(59)), None);
+        // ...but one that has not refreshed for a whole expiry has stopped acting on it (its
+        // own deadline passed): the object a service failed to delete must not block forever.
+        let why = me.stale_reason(Duration::from_secs(86_400)).expect("stale");
+        assert!(why.contains("alive but has not refreshed"), "{why}");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();

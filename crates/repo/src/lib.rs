@@ -2,16 +2,19 @@
 //! snapshots on any [`lifeboat_store::Store`].
 //!
 //! Write order makes every state after a crash consistent: packs, then the index naming them,
-//! then the snapshot naming the trees. Nothing is ever overwritten, so concurrent backups need
-//! no lock. The byte format is specified in `docs/repository-format.md`.
+//! then the snapshot naming the trees. Nothing is ever overwritten; every write takes a lock
+//! guard (`lock_shared` for adders, `lock_exclusive` for prune and repair) and passes its fence.
+//! The byte format is specified in `docs/repository-format.md`; services use [`service`].
 //!
 //! ```no_run
 //! # fn main() -> lifeboat_repo::Result<()> {
 //! let rt = tokio::runtime::Runtime::new().unwrap();
 //! let store = lifeboat_store::Store::open("/tmp/repo", &Default::default())?;
 //! let repo = lifeboat_repo::Repository::init(store, rt.handle().clone(), b"pw", Default::default())?;
+//! let lock = repo.lock_shared("backup", &Default::default())?;
 //! let opts = lifeboat_repo::BackupOptions::new(vec!["/etc".into()]);
-//! let done = lifeboat_repo::backup::run(&repo, &opts, &lifeboat_repo::progress::NoProgress)?;
+//! let done = lifeboat_repo::backup::run(&repo, &lock, &opts, &lifeboat_repo::progress::NoProgress)?;
+//! lock.release()?;
 //! println!("snapshot {}", done.id);
 //! # Ok(()) }
 //! ```

@@ -216,7 +216,7 @@ impl Error {
     /// What kind of failure this is (retry, investigate, fix the request, ...).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Io { source, .. } => io_class(source),
+            Error::Io { source, .. } => ErrorClass::of_io(source),
             Error::DiskFull { .. } | Error::Poisoned(_) | Error::TaskFailed { .. } => {
                 ErrorClass::Permanent
             }
@@ -243,17 +243,6 @@ impl Error {
 impl Classify for Error {
     fn class(&self) -> ErrorClass {
         Error::class(self)
-    }
-}
-
-/// Class of an OS error: transient kinds are retryable, a missing file is not-found, the rest
-/// (permissions, EIO, ...) will fail the same way again.
-pub(crate) fn io_class(e: &std::io::Error) -> ErrorClass {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::NotFound => ErrorClass::NotFound,
-        K::Interrupted | K::TimedOut | K::WouldBlock => ErrorClass::Retryable,
-        _ => ErrorClass::Permanent,
     }
 }
 

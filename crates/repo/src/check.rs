@@ -11,7 +11,7 @@ use lifeboat_types::{BlobId, CancelToken, IndexId, PackId, SnapshotId};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{stop_if_cancelled, Error, Result};
 use crate::index::{decode_index, index_key, Index};
 use crate::lock::WriteLock;
 use crate::pack::{pack_key, parse_trailer, PackEntry};
@@ -138,9 +138,7 @@ pub fn run_with(
         bad_packs: HashMap::new(),
     };
 
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(cancel)?;
     // Snapshots.
     let mut snaps: Vec<(SnapshotId, Snapshot)> = Vec::new();
     for (id, r) in repo.list_snapshots_checked()? {
@@ -157,9 +155,7 @@ pub fn run_with(
     }
     c.report.snapshots = snaps.len();
 
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(cancel)?;
     // Index files, each on its own so a damaged one is named.
     let mut index = Index::new();
     let metas = repo.block_on(repo.store().list("index/"))?;
@@ -212,9 +208,7 @@ pub fn run_with(
         }
     }
 
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(cancel)?;
     // Packs present vs indexed; trailers vs index.
     let present: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     c.report.packs = present.len();
@@ -295,9 +289,7 @@ pub fn run_with(
         }
     }
 
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(cancel)?;
     // Read data, least recently verified first.
     let (mut verified_at, records, notes) = verified::load(repo)?;
     c.report.notes = notes;
@@ -310,9 +302,7 @@ pub fn run_with(
             packs.truncate(n);
         }
         let bad = read_packs(&mut c, &packs, progress);
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        stop_if_cancelled(cancel)?;
         let now = jiff::Timestamp::now().as_second();
         let fresh: verified::VerifiedAt = packs
             .iter()
@@ -339,15 +329,11 @@ pub fn run_with(
         .min()
         .and_then(|t| jiff::Timestamp::from_second(*t).ok());
 
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(cancel)?;
     // Trees, with memoized damage attribution per snapshot.
     let mut memo: HashMap<BlobId, BTreeSet<usize>> = HashMap::new();
     for (sid, snap) in &snaps {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        stop_if_cancelled(cancel)?;
         let damage = tree_damage(&mut c, &index, &snap.tree, &mut memo);
         for f in damage {
             c.report.findings[f].snapshots.push(sid.short());

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use lifeboat_types::{PackId, SnapshotId};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{stop_if_cancelled, Error, Result};
 use crate::index::{BlobSet, Index};
 use crate::pack::{pack_key, BlobKind, FinishedPack, PackEntry, PackWriter};
 use crate::progress::Progress;
@@ -132,9 +132,7 @@ pub fn run(
         .filter_map(|(tid, t)| Some((t.original?, *tid)))
         .collect();
     for (id, snap) in pending {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        stop_if_cancelled(cancel)?;
         let mut needed = Vec::new();
         reach::walk(src, &src_index, [(snap.tree, ())], |_, blob, _| {
             let pos = src_index
@@ -228,9 +226,7 @@ fn transfer(
             })
             .buffered(4);
         while let Some((pack, entries, start, bytes)) = fetched.next().await {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
+            stop_if_cancelled(cancel)?;
             let bytes = bytes?;
             let object = pack_key(&pack);
             for e in entries {

@@ -177,16 +177,13 @@ pub enum Error {
     Cancelled,
 }
 
-/// Local I/O: a missing file is not-found, interrupted or would-block calls are retryable,
-/// everything else (disk full, permission, read-only) needs a person.
-fn io_class(e: &std::io::Error) -> ErrorClass {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::NotFound => ErrorClass::NotFound,
-        K::Interrupted | K::WouldBlock | K::TimedOut => ErrorClass::Retryable,
-        K::InvalidInput | K::InvalidData => ErrorClass::InvalidInput,
-        _ => ErrorClass::Permanent,
+/// `Err(Error::Cancelled)` once `cancel` is set: the check every engine makes at its safe
+/// points.
+pub(crate) fn stop_if_cancelled(cancel: &lifeboat_types::CancelToken) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
     }
+    Ok(())
 }
 
 impl Classify for Error {
@@ -230,7 +227,7 @@ impl Error {
             | Error::UnrelatedRepositories { .. }
             | Error::BadPattern { .. } => ErrorClass::InvalidInput,
             Error::Store(e) => e.class(),
-            Error::Io { source, .. } => io_class(source),
+            Error::Io { source, .. } => ErrorClass::of_io(source),
             Error::Locked { .. } => ErrorClass::Locked,
             Error::Cancelled => ErrorClass::Cancelled,
         }

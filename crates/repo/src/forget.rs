@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt};
 use jiff::tz::TimeZone;
 use lifeboat_types::{CancelToken, SnapshotId};
 
-use crate::error::{Error, Result};
+use crate::error::{stop_if_cancelled, Error, Result};
 use crate::lock::WriteLock;
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, GroupBy, Plan, Policy};
@@ -114,9 +114,7 @@ pub fn remove_snapshots(
     let store = repo.store();
     let mut out = Removal::default();
     for batch in ids.chunks(FENCE_EVERY) {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
+        stop_if_cancelled(cancel)?;
         lock.fence(repo)?;
         repo.block_on(
             stream::iter(batch.iter().copied())

@@ -25,7 +25,7 @@ use lifeboat_types::{BlobId, IndexId, PackId};
 use crate::reach;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{stop_if_cancelled, Error, Result};
 use crate::index::{
     index_key, BlobSet, Index, MAX_ENTRIES_PER_INDEX_FILE, MAX_PACKS_PER_INDEX_FILE,
 };
@@ -149,13 +149,6 @@ pub fn dry_run(
         ..opts.clone()
     };
     prune(repo, None, &opts, progress)
-}
-
-fn cancelled(opts: &PruneOptions) -> Result<()> {
-    if opts.cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
-    Ok(())
 }
 
 fn prune(
@@ -321,7 +314,7 @@ fn prune(
             "prune without an exclusive lock can only be a dry run".into(),
         ));
     };
-    cancelled(opts)?;
+    stop_if_cancelled(&opts.cancel)?;
     let nothing_to_do = fates.iter().all(|f| *f == Fate::Keep) && unindexed.is_empty();
     if nothing_to_do {
         report.staging_files_removed = remove_staging_files(repo, lock)?;
@@ -332,7 +325,7 @@ fn prune(
     // 3. repack
     progress.add_total(repack_bytes);
     let new_packs = repack(repo, &index, &order, &used, &fates, &opts.cancel, progress)?;
-    cancelled(opts)?;
+    stop_if_cancelled(&opts.cancel)?;
     report.packs_written = new_packs.len() as u64;
     report.bytes_written = new_packs.iter().map(|(_, _, size)| size).sum();
 
@@ -393,7 +386,7 @@ fn prune(
         .map(|(i, _)| pack_key(&index.packs()[i]))
         .chain(unindexed.iter().map(|(id, _)| pack_key(id)))
         .collect();
-    cancelled(opts)?;
+    stop_if_cancelled(&opts.cancel)?;
     delete_all(repo, lock, doomed)?;
     report.staging_files_removed = remove_staging_files(repo, lock)?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_written as i64;
@@ -486,9 +479,7 @@ fn repack(
             })
             .buffered(4);
         while let Some((id, entries, start, bytes)) = fetched.next().await {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
+            stop_if_cancelled(cancel)?;
             let bytes = bytes?;
             let object = pack_key(&id);
             for e in entries {

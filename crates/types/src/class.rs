@@ -52,6 +52,19 @@ impl ErrorClass {
         }
     }
 
+    /// The class of a local I/O error: a missing file is not-found; interrupted, would-block
+    /// and timed-out calls are retryable; malformed input is invalid-input; everything else
+    /// (disk full, permission, read-only) needs a person.
+    pub fn of_io(e: &std::io::Error) -> ErrorClass {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::NotFound => ErrorClass::NotFound,
+            K::Interrupted | K::WouldBlock | K::TimedOut => ErrorClass::Retryable,
+            K::InvalidInput | K::InvalidData => ErrorClass::InvalidInput,
+            _ => ErrorClass::Permanent,
+        }
+    }
+
     /// Stable lower-case name, as used in logs, metrics labels and API error bodies.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -141,7 +141,7 @@ impl ArchiveError {
         match self {
             ArchiveError::Store(e) => e.class(),
             ArchiveError::Journal(e) => e.class(),
-            ArchiveError::Io { source, .. } => crate::error::io_class(source),
+            ArchiveError::Io { source, .. } => ErrorClass::of_io(source),
             ArchiveError::NoArchive { .. } => ErrorClass::NotFound,
             ArchiveError::KeyRequired { .. } | ArchiveError::WrongKey { .. } => ErrorClass::Auth,
             ArchiveError::NotEncrypted { .. }

@@ -27,7 +27,7 @@ use lifeboat_types::{BlobId, CancelToken, SnapshotId};
 
 use crate::chunker::Chunker;
 use crate::compress::Compressor;
-use crate::error::{Error, Result};
+use crate::error::{stop_if_cancelled, Error, Result};
 use crate::index::MAX_PACKS_PER_INDEX_FILE;
 use crate::lock::WriteLock;
 use crate::pack::{BlobKind, FinishedPack, PackWriter};
@@ -427,9 +427,7 @@ pub fn run(
     };
     // Last chance to honour a cancel: packs and index are kept (the next backup reuses them),
     // but no snapshot appears.
-    if opts.cancel.is_cancelled() {
-        return Err(Error::Cancelled);
-    }
+    stop_if_cancelled(&opts.cancel)?;
     let id = repo.save_snapshot(lock, &snapshot)?;
     Ok(BackupResult {
         id,

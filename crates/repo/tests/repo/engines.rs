@@ -12,8 +12,10 @@
 //! the engines they were written against.
 
 use std::collections::BTreeSet;
+
+use crate::roundtrip::assert_same;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -139,45 +141,6 @@ fn assert_restores(repo: &Repository, snap: &Snapshot, src: &Path, tmp: &Path) {
     let s = restore::run(repo, snap, &o, &NoProgress).expect("restore");
     assert!(s.errors.is_empty(), "restore errors: {:?}", s.errors);
     assert_same(src, &restored(target.path(), src));
-}
-
-/// Asserts that `b` is a byte-identical copy of `a` with the same modes and mtimes.
-fn assert_same(a: &Path, b: &Path) {
-    let (ma, mb) = (
-        fs::symlink_metadata(a).expect("source"),
-        fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{} missing: {e}", b.display())),
-    );
-    assert_eq!(ma.file_type(), mb.file_type(), "type of {}", b.display());
-    if ma.is_symlink() {
-        assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap());
-        return;
-    }
-    assert_eq!(ma.mode(), mb.mode(), "mode of {}", b.display());
-    assert_eq!(
-        (ma.mtime(), ma.mtime_nsec()),
-        (mb.mtime(), mb.mtime_nsec()),
-        "mtime of {}",
-        b.display()
-    );
-    if ma.is_file() {
-        assert!(
-            fs::read(a).unwrap() == fs::read(b).unwrap(),
-            "content of {}",
-            b.display()
-        );
-        return;
-    }
-    let names = |p: &Path| -> BTreeSet<_> {
-        fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect()
-    };
-    let (na, nb) = (names(a), names(b));
-    assert_eq!(na, nb, "entries of {}", b.display());
-    for n in na {
-        assert_same(&a.join(&n), &b.join(&n));
-    }
 }
 
 /// Objects under `prefix` (e.g. `snapshots/`, `index/`, `verified/`).

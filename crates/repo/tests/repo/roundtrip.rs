@@ -66,7 +66,9 @@ fn write(path: &Path, e: &Entry) {
     }
 }
 
-fn assert_same(a: &Path, b: &Path) {
+/// Asserts `b` reproduces `a`: kinds, symlink targets, modes, mtimes, contents, recursively
+/// (shared by the engine tests of this binary).
+pub(crate) fn assert_same(a: &Path, b: &Path) {
     let (ma, mb) = (
         fs::symlink_metadata(a).unwrap(),
         fs::symlink_metadata(b).unwrap(),
